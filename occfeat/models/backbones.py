@@ -1,0 +1,99 @@
+"""Image backbones (timm ``features_only`` trunks) and the upsample-concat neck to 128 channels at stride 8."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .layers import conv_norm_act
+
+logger = logging.getLogger(__name__)
+
+# ImageNet normalisation of every timm backbone we use; the one place these constants are written.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# The taps we read: stride 8 and stride 16. For timm's EfficientNet and ResNet feature pyramids (strides 2, 4, 8, 16,
+# 32) these are feature indices 2 and 3; FeatureListNet then drops every layer after the stride-16 stage.
+FEATURE_STRIDES: tuple[int, int] = (8, 16)
+_OUT_INDICES: tuple[int, int] = (2, 3)
+
+
+def build_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
+    """A timm trunk returning ``[stride-8 map, stride-16 map]``.
+
+    Args:
+        name: timm model name, e.g. ``efficientnet_b0``, ``resnet50``, ``resnet101``.
+        pretrained: ``False`` random init; ``True`` ImageNet weights through timm (the Hugging Face Hub) when
+            reachable, otherwise random init with a warning; a path: ImageNet weights from that local file.
+    """
+    kwargs: dict = dict(features_only=True, out_indices=_OUT_INDICES)
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"pretrained_backbone={str(pretrained)!r}: no such file. Pass the path of a timm checkpoint of "
+                f"{name!r} (.safetensors or .pth), True to fetch it through timm, or False for random init."
+            )
+        body = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        logger.info("backbone %s: ImageNet weights loaded from %s", name, path)
+    elif pretrained:
+        try:
+            body = timm.create_model(name, pretrained=True, **kwargs)
+            logger.info("backbone %s: ImageNet weights loaded through timm", name)
+        except Exception as exc:  # no network, gated, missing cache...: fall back loudly, never silently
+            warnings.warn(
+                f"backbone {name}: ImageNet weights could not be fetched through timm ({type(exc).__name__}: {exc}). "
+                "The backbone is RANDOMLY INITIALISED. Pass pretrained_backbone=PATH to load a local file.",
+                stacklevel=2,
+            )
+            body = timm.create_model(name, pretrained=False, **kwargs)
+    else:
+        try:
+            body = timm.create_model(name, pretrained=False, **kwargs)
+        except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+            raise ConfigError(f"backbone={name!r}: {exc}. Any timm CNN with stride-8/16 feature taps works.") from exc
+    _drop_unused_stages(body)
+    reductions = tuple(body.feature_info.reduction())
+    if reductions != FEATURE_STRIDES:
+        raise ConfigError(
+            f"backbone={name!r}: feature taps {_OUT_INDICES} have strides {reductions}, expected {FEATURE_STRIDES}. "
+            "Use a timm CNN with the usual 5-stage stride-2 pyramid (EfficientNet, ResNet, RegNet, ...)."
+        )
+    return body
+
+
+def _drop_unused_stages(body: nn.Module) -> None:
+    """Remove the stages after the deepest tap. timm's ``FeatureListNet`` (ResNet, ...) already stops there, but
+    ``EfficientNetFeatures`` keeps and runs every block: 2.7 M unused parameters for EN-B0 that would also make DDP
+    complain about parameters without gradients."""
+    stage_out = getattr(body, "_stage_out_idx", None)
+    if stage_out is not None and hasattr(body, "blocks"):
+        body.blocks = body.blocks[: max(stage_out)]
+
+
+class UpsampleConcatNeck(nn.Module):
+    """Stride-16 map upsampled x2 (bilinear) and concatenated with the stride-8 map, two 3x3 conv + InstanceNorm +
+    ReLU to ``mid_channels``, then a 1x1 conv to ``out_channels``.
+
+    Input: stride-8 (B, C8, H/8, W/8) and stride-16 (B, C16, H/16, W/16). Output: (B, out_channels, H/8, W/8).
+    """
+
+    def __init__(self, in_channels: tuple[int, int], mid_channels: int, out_channels: int = 128):
+        super().__init__()
+        self.fuse = nn.Sequential(
+            conv_norm_act(sum(in_channels), mid_channels),
+            conv_norm_act(mid_channels, mid_channels),
+            nn.Conv2d(mid_channels, out_channels, kernel_size=1),
+        )
+
+    def forward(self, stride8: Tensor, stride16: Tensor) -> Tensor:
+        up = F.interpolate(stride16, size=stride8.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([stride8, up], dim=1))

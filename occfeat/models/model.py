@@ -1,0 +1,130 @@
+"""The assembled BEV segmentation network.
+
+Named parts (each one is also its state-dict prefix)::
+
+    backbone        timm trunk, stride-8 and stride-16 taps             images -> 2 maps per camera
+    neck            upsample-concat to ``bev_channels`` at stride 8     -> (B, N, C, H/8, W/8)
+    view_transform  BEVFormer encoder or SimpleBEV lifting              -> (B, C, H_bev, W_bev)
+    decoder         ResNet-18-style BEV decoder, or identity            -> (B, C, H_bev, W_bev)  = forward_features
+    heads           one small conv head per output                      -> {"vehicle", "map", "center", "offset"}
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .backbones import FEATURE_STRIDES, UpsampleConcatNeck, build_backbone
+from .bevformer import BEVFormerEncoder
+from .config import BEVModelConfig
+from .decoder import ResNetBEVDecoder
+from .heads import build_heads
+from .simplebev import BilinearLifting
+
+PARTS: tuple[str, ...] = ("backbone", "neck", "view_transform", "decoder", "heads")
+
+
+def check_inputs(
+    images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None
+) -> tuple[int, int, tuple[int, int]]:
+    """Validate a camera batch; returns (B, N, (H, W)). Raises ``InputError`` naming the argument and the shapes."""
+    if images.dim() != 5 or images.shape[2] != 3:
+        raise InputError(
+            f"images: got shape {tuple(images.shape)}, expected (B, N, 3, H, W) (batch, cameras, RGB, height, width). "
+            "For a single sample add the batch dimension with images[None]."
+        )
+    b, n, _, h, w = images.shape
+    expected = {"intrinsics": (b, n, 3, 3), "cam_to_ego": (b, n, 4, 4)}
+    for name, tensor in (("intrinsics", intrinsics), ("cam_to_ego", cam_to_ego)):
+        if tuple(tensor.shape) != expected[name]:
+            hint = (
+                f" The camera count differs: images has N={n}, {name} has {tensor.shape[1]}; give every camera its "
+                "calibration, in the same order."
+                if tensor.dim() == 4 and tensor.shape[0] == b and tensor.shape[1] != n
+                else ""
+            )
+            raise InputError(f"{name}: got shape {tuple(tensor.shape)}, expected {expected[name]} (B, N, ...).{hint}")
+        if not torch.isfinite(tensor).all():
+            raise InputError(
+                f"{name}: contains NaN or Inf. Check the calibration of every camera (a missing sensor record or an "
+                "intrinsics update that divided by zero)."
+            )
+    if bev_aug is not None:
+        if tuple(bev_aug.shape) != (b, 4, 4):
+            raise InputError(f"bev_aug: got shape {tuple(bev_aug.shape)}, expected {(b, 4, 4)} (one 4x4 per sample).")
+        if not torch.isfinite(bev_aug).all():
+            raise InputError("bev_aug: contains NaN or Inf.")
+    stride = max(FEATURE_STRIDES)
+    if h % stride or w % stride:
+        raise InputError(
+            f"images: size (H, W) = ({h}, {w}) is not a multiple of {stride} (the backbone's deepest stride). "
+            f"Resize or crop to a multiple of {stride}, e.g. {(h // stride * stride, w // stride * stride)}, and "
+            "update the intrinsics accordingly (occfeat.models.geometry.update_intrinsics)."
+        )
+    return b, n, (h, w)
+
+
+class BEVModel(nn.Module):
+    """Camera-only BEV segmentation network (BEVFormer-seg or SimpleBEV).
+
+    >>> model = BEVModel(BEVModelConfig(view_transform="simplebev"))  # doctest: +SKIP
+    >>> out = model(images, intrinsics, cam_to_ego)  # doctest: +SKIP
+    >>> out["vehicle"].shape  # (B, 1, 200, 200) logits  # doctest: +SKIP
+    """
+
+    def __init__(self, config: BEVModelConfig, pretrained_backbone: bool | str = False):
+        super().__init__()
+        self.config = config
+        c = config.bev_channels
+        self.backbone = build_backbone(config.backbone, pretrained_backbone)
+        self.neck = UpsampleConcatNeck(tuple(self.backbone.feature_info.channels()), config.neck_channels, c)
+        self.view_transform: nn.Module
+        if config.view_transform == "bevformer":
+            self.view_transform = BEVFormerEncoder(
+                config.grid,
+                dim=c,
+                layers=config.bevformer_layers,
+                heads=config.bevformer_heads,
+                self_points=config.bevformer_self_points,
+                cross_points=config.bevformer_cross_points,
+                ffn_dim=config.bevformer_ffn_channels,
+                dropout=config.dropout,
+            )
+        else:
+            self.view_transform = BilinearLifting(config.grid, c)
+        self.decoder: nn.Module = ResNetBEVDecoder(c) if config.decoder == "resnet18" else nn.Identity()
+        self.heads = build_heads(c, config.heads, config.map_classes)
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """(B, N, 3, H, W) normalised images -> (B, N, C, H/8, W/8)."""
+        b, n = images.shape[:2]
+        stride8, stride16 = self.backbone(images.flatten(0, 1))
+        features = self.neck(stride8, stride16)
+        return features.view(b, n, *features.shape[1:])
+
+    def forward_features(
+        self, images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None = None
+    ) -> Tensor:
+        """The BEV feature map before the heads, (B, C, H_bev, W_bev): what pretraining heads attach to.
+
+        Args:
+            images: (B, N, 3, H, W), normalised with ``config.image_mean`` / ``image_std``.
+            intrinsics: (B, N, 3, 3) for the given image size.
+            cam_to_ego: (B, N, 4, 4).
+            bev_aug: (B, 4, 4) augmented-BEV -> ego transform; identity when None.
+        """
+        b, _, image_hw = check_inputs(images, intrinsics, cam_to_ego, bev_aug)
+        if bev_aug is None:
+            bev_aug = torch.eye(4, device=images.device).expand(b, 4, 4)
+        features = self.image_features(images)
+        bev = self.view_transform(features, intrinsics, cam_to_ego, bev_aug, image_hw)
+        return self.decoder(bev)
+
+    def forward(
+        self, images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Raw head outputs, each (B, K, H_bev, W_bev): ``vehicle`` and ``map`` logits, ``center`` logit (sigmoid gives
+        the centerness), ``offset`` in cells (row, col). Arguments as in ``forward_features``."""
+        bev = self.forward_features(images, intrinsics, cam_to_ego, bev_aug)
+        return {name: head(bev) for name, head in self.heads.items()}
