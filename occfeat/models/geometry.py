@@ -284,18 +284,19 @@ def random_bev_augmentation(
 # --------------------------------------------------------------------------------------------------------------------
 # A nominal nuScenes camera rig, for tests, benchmarks and the synthetic world
 
-# Mounting of the six cameras on the nuScenes car: ego (x, y, z) in metres and yaw in degrees (0 = looking forward,
-# positive = to the left). Rounded from the published calibration.
-_NUSCENES_MOUNTS: dict[str, tuple[float, float, float, float]] = {
-    "CAM_FRONT_LEFT": (1.52, 0.49, 1.51, 55.0),
-    "CAM_FRONT": (1.70, 0.02, 1.51, 0.0),
-    "CAM_FRONT_RIGHT": (1.50, -0.49, 1.52, -55.0),
-    "CAM_BACK_LEFT": (1.04, 0.48, 1.56, 110.0),
-    "CAM_BACK": (0.03, 0.01, 1.57, 180.0),
-    "CAM_BACK_RIGHT": (1.03, -0.48, 1.56, -110.0),
+# Mounting of the six cameras on the nuScenes car: ego (x, y, z) in metres, yaw in degrees (0 = looking forward,
+# positive = to the left) and focal length in pixels at 1600x900 (CAM_BACK has the wide ~110 degree lens). Rounded from
+# the published calibration.
+_NUSCENES_MOUNTS: dict[str, tuple[float, float, float, float, float]] = {
+    "CAM_FRONT_LEFT": (1.52, 0.49, 1.51, 55.0, 1266.0),
+    "CAM_FRONT": (1.70, 0.02, 1.51, 0.0, 1266.0),
+    "CAM_FRONT_RIGHT": (1.50, -0.49, 1.52, -55.0, 1266.0),
+    "CAM_BACK_LEFT": (1.04, 0.48, 1.56, 110.0, 1266.0),
+    "CAM_BACK": (0.03, 0.01, 1.57, 180.0, 809.0),
+    "CAM_BACK_RIGHT": (1.03, -0.48, 1.56, -110.0, 1266.0),
 }
 NUSCENES_IMAGE_HW: tuple[int, int] = (900, 1600)
-_NUSCENES_FOCAL, _NUSCENES_PRINCIPAL = 1266.0, (816.0, 491.0)
+_NUSCENES_PRINCIPAL = (816.0, 491.0)
 
 
 def camera_to_ego_from_yaw(position: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0) -> Tensor:
@@ -317,13 +318,14 @@ def nuscenes_camera_rig(
 ) -> tuple[Tensor, Tensor]:
     """Nominal nuScenes intrinsics (N, 3, 3) and cam_to_ego (N, 4, 4), float32, for images resized and cropped from
     1600x900 to ``image_hw`` as in ``resize_crop_for``."""
-    k = torch.tensor(
-        [[_NUSCENES_FOCAL, 0.0, _NUSCENES_PRINCIPAL[0]], [0.0, _NUSCENES_FOCAL, _NUSCENES_PRINCIPAL[1]], [0, 0, 1]],
-        dtype=torch.float64,
-    )
-    k = update_intrinsics(k, resize_crop_for(NUSCENES_IMAGE_HW, image_hw))
     unknown = [c for c in cameras if c not in _NUSCENES_MOUNTS]
     if unknown:
         raise InputError(f"cameras: unknown nuScenes camera(s) {unknown}; known: {list(_NUSCENES_MOUNTS)}.")
-    poses = [camera_to_ego_from_yaw(_NUSCENES_MOUNTS[c][:3], _NUSCENES_MOUNTS[c][3]) for c in cameras]
-    return k.expand(len(cameras), 3, 3).float().clone(), torch.stack(poses).float()
+    to_image = resize_crop_for(NUSCENES_IMAGE_HW, image_hw)
+    intrinsics, poses = [], []
+    for camera in cameras:
+        x, y, z, yaw, focal = _NUSCENES_MOUNTS[camera]
+        k = torch.tensor([[focal, 0.0, _NUSCENES_PRINCIPAL[0]], [0.0, focal, _NUSCENES_PRINCIPAL[1]], [0.0, 0.0, 1.0]])
+        intrinsics.append(update_intrinsics(k.double(), to_image))
+        poses.append(camera_to_ego_from_yaw((x, y, z), yaw))
+    return torch.stack(intrinsics).float(), torch.stack(poses).float()

@@ -1,0 +1,5 @@
+"""``python -m occfeat ...`` is ``occfeat ...``."""
+
+from .cli import main
+
+raise SystemExit(main())

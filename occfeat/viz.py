@@ -1,0 +1,49 @@
+"""Pictures (PNG): BEV maps a person would rather look at than read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def colorize(values: np.ndarray | torch.Tensor, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(H, W) scalars -> (H, W, 3) uint8 with a perceptually ordered dark-blue -> yellow ramp."""
+    array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    lo = float(array.min()) if vmin is None else vmin
+    hi = float(array.max()) if vmax is None else vmax
+    t = np.clip((array - lo) / max(hi - lo, 1e-12), 0.0, 1.0)[..., None]
+    stops = np.array([[0.07, 0.05, 0.25], [0.15, 0.45, 0.55], [0.45, 0.75, 0.35], [0.99, 0.9, 0.15]])
+    position = t * (len(stops) - 1)
+    low = np.floor(position).astype(int).clip(0, len(stops) - 2)
+    frac = position - low
+    rgb = stops[low[..., 0]] * (1 - frac) + stops[low[..., 0] + 1] * frac
+    return (rgb * 255).astype(np.uint8)
+
+
+def save_bev_panels(panels: dict[str, np.ndarray], path: str | Path, scale: int = 4) -> Path:
+    """Save (H, W, 3) uint8 BEV images side by side with a title each; the ego car (the raster centre) is marked.
+
+    Rasters follow occfeat's convention: row 0 = far front, column 0 = far left, so the car drives up.
+    """
+    tiles = []
+    for title, rgb in panels.items():
+        image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+        canvas = Image.new("RGB", (image.width, image.height + 18), "white")
+        canvas.paste(image, (0, 18))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((4, 3), title, fill="black")
+        cx, cy = image.width / 2, 18 + image.height / 2
+        draw.polygon([(cx, cy - 6), (cx - 4, cy + 5), (cx + 4, cy + 5)], outline="red")  # ego, pointing up
+        tiles.append(canvas)
+    out = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), max(t.height for t in tiles)), "white")
+    x = 0
+    for tile in tiles:
+        out.paste(tile, (x, 0))
+        x += tile.width + 8
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+    return path

@@ -1,0 +1,31 @@
+"""Test-session setup: no network beyond loopback, a private Hugging Face cache, small deterministic models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# huggingface_hub reads these once, at import: set them before anything imports it.
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="occfeat-test-hf-"))
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from occfeat.models.geometry import nuscenes_camera_rig  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def make_batch(image_hw: tuple[int, int], batch_size: int = 1) -> dict[str, torch.Tensor]:
+    """Random images on the nominal nuScenes rig, for a model configured at ``image_hw``."""
+    intrinsics, cam_to_ego = nuscenes_camera_rig(image_hw)
+    n = intrinsics.shape[0]
+    return dict(
+        images=torch.randn(batch_size, n, 3, *image_hw),
+        intrinsics=intrinsics.expand(batch_size, -1, -1, -1).clone(),
+        cam_to_ego=cam_to_ego.expand(batch_size, -1, -1, -1).clone(),
+    )

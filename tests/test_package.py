@@ -1,0 +1,45 @@
+"""The package face: version, the command line, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import occfeat
+from occfeat.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+
+
+def test_version_from_python_dash_m():
+    result = run("-m", "occfeat", "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"occfeat {occfeat.__version__}"
+
+
+def test_importing_occfeat_does_not_import_torch():
+    result = run("-c", "import sys, occfeat; print('torch' in sys.modules)")
+    assert result.stdout.strip() == "False"
+
+
+def test_models_verb_lists_architectures(capsys):
+    assert main(["models", "simplebev-*", "--json"]) == 0
+    configs = json.loads(capsys.readouterr().out)
+    assert sorted(configs) == ["simplebev-enb0", "simplebev-r101", "simplebev-r50", "simplebev-tiny"]
+    assert configs["simplebev-r101"]["image_size"] == [448, 800]
+
+
+def test_demo_writes_a_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--arch", "simplebev-tiny", "--batch-size", "1"]) == 0
+    assert "occfeat demo:" in capsys.readouterr().out
+    report = (tmp_path / "report.md").read_text()
+    assert "simplebev-tiny" in report
+    assert (tmp_path / "simplebev-tiny.png").stat().st_size > 1000
+
+
+def test_typed_errors_become_a_one_line_message(capsys):
+    assert main(["demo", "--out", "unused", "--arch", "simplebev-tinny"]) == 2
+    assert "unknown architecture 'simplebev-tinny'" in capsys.readouterr().err
