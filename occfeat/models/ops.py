@@ -8,6 +8,74 @@ from torch import Tensor
 
 from ..errors import InputError
 
+_BILINEAR, _ZEROS = 0, 0  # grid_sampler_2d's interpolation and padding codes
+# Bytes of samples per query chunk on CPU (see _query_chunks): forward, and backward, where every
+# grid_sampler_2d_backward call returns a full-size value gradient, so fewer, larger chunks pay off.
+FORWARD_CHUNK_BYTES = 8 << 20
+BACKWARD_CHUNK_BYTES = 64 << 20
+
+
+def _sample(level_value: Tensor, grid: Tensor) -> Tensor:
+    """(BM, D, H, W), (BM, P, Lq, 2) in [-1, 1] -> (BM, D, P, Lq)."""
+    return F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _query_chunks(level_value: Tensor, grid: Tensor, budget_bytes: int) -> list[slice]:
+    """Split the queries so that one chunk's samples (BM, D, P, chunk) stay near ``budget_bytes``.
+
+    On a CPU the samples of a whole BEVFormer layer are 100-250 MB: written once by grid_sample and read back by the
+    weighted sum, they make the op memory-bound. Chunks that stay in cache halve its time (bench/models.py). A GPU
+    has the bandwidth to do it in one go.
+    """
+    bm, d = level_value.shape[:2]
+    p, lq = grid.shape[1], grid.shape[2]
+    if level_value.device.type != "cpu":
+        return [slice(0, lq)]
+    per_query = bm * d * p * level_value.element_size()
+    chunk = max(1, budget_bytes // per_query)
+    return [slice(start, min(start + chunk, lq)) for start in range(0, lq, chunk)]
+
+
+class _WeightedSample(torch.autograd.Function):
+    """sum_p w[p, q] * bilinear(value, grid[p, q]) for one level, computed in cache-sized chunks of queries and
+    without keeping the samples for backward.
+
+    Keeping the (BM, D, P, Lq) samples would cost D times the memory of the inputs (about 0.8 GiB per BEVFormer layer
+    at 200x200); backward recomputes them instead, one chunk at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, level_value: Tensor, grid: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(level_value, grid, weights)
+        bm, d = level_value.shape[:2]
+        out = level_value.new_empty(bm, d, grid.shape[2])
+        for q in _query_chunks(level_value, grid, FORWARD_CHUNK_BYTES):
+            samples = _sample(level_value, grid[:, :, q]).mul_(weights[:, None, :, q])
+            torch.sum(samples, dim=2, out=out[:, :, q])
+        return out  # (BM, D, Lq)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        level_value, grid, weights = ctx.saved_tensors
+        need_value, need_grid, need_weights = ctx.needs_input_grad
+        grad_value = torch.zeros_like(level_value) if need_value else None
+        grad_grid = torch.empty_like(grid) if need_grid else None
+        grad_weights = torch.empty_like(weights) if need_weights else None
+        for q in _query_chunks(level_value, grid, BACKWARD_CHUNK_BYTES):
+            if need_weights:
+                samples = _sample(level_value, grid[:, :, q]).mul_(grad_out[:, :, None, q])
+                torch.sum(samples, dim=1, out=grad_weights[:, :, q])
+            if need_value or need_grid:
+                grad_samples = grad_out[:, :, None, q] * weights[:, None, :, q]  # (BM, D, P, chunk)
+                chunk_value, chunk_grid = torch.ops.aten.grid_sampler_2d_backward(
+                    grad_samples, level_value, grid[:, :, q], _BILINEAR, _ZEROS, False, [need_value, need_grid]
+                )
+                if need_value:
+                    grad_value += chunk_value
+                if need_grid:
+                    grad_grid[:, :, q] = chunk_grid
+        return grad_value, grad_grid, grad_weights
+
 
 def ms_deform_attn(
     value: Tensor,
@@ -26,8 +94,10 @@ def ms_deform_attn(
     Returns:
         (B, Lq, M * D).
 
-    The work per level is one ``grid_sample`` over all heads, queries and points at once followed by one batched
-    weighted sum (no (..., L, P) stack of samples is ever materialised), so memory stays at one level's samples.
+    Per level, one ``grid_sample`` over all heads, points and queries at once, on a channels-last copy of the
+    values (each bilinear tap then reads D contiguous numbers), followed by an in-place weighted sum over the
+    points; the samples are not kept for backward (see ``_WeightedSample``). Computed in the wider of the value and
+    location dtypes, with autocast off: bf16 locations would be off by a fraction of a cell.
     """
     b, s, m, d = value.shape
     shapes = spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor) else [tuple(x) for x in spatial_shapes]
@@ -42,21 +112,43 @@ def ms_deform_attn(
             f"ms_deform_attn: attention_weights has shape {tuple(attention_weights.shape)}, expected "
             f"{tuple(sampling_locations.shape[:-1])} (B, Lq, M, L, P)."
         )
-    # Sample in the wider of the two dtypes: bf16 locations would be off by a fraction of a cell.
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
-    # (B, S, M, D) -> (B*M, D, S): one "image" per batch element and head.
-    value_bm = value.to(dtype).permute(0, 2, 3, 1).reshape(b * m, d, s)
-    # (B, Lq, M, L, P, 2) -> (B*M, L, Lq, P, 2) in grid_sample's [-1, 1].
-    grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(0, 2, 3, 1, 4, 5).reshape(b * m, num_levels, lq, p, 2)
-    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(b * m, num_levels, lq, p)
-    output = value_bm.new_zeros(b * m, d, lq)
-    start = 0
-    for level, (h, w) in enumerate(shapes):
-        level_value = value_bm[:, :, start : start + h * w].view(b * m, d, h, w)
-        start += h * w
-        sampled = F.grid_sample(
-            level_value, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (B*M, D, Lq, P)
-        # Weighted sum over the points: einsum lowers to one batched matmul per level.
-        output = output + torch.einsum("bdqp,bqp->bdq", sampled, weights[:, level].to(sampled.dtype))
-    return output.view(b, m * d, lq).transpose(1, 2).contiguous()
+    with torch.autocast(device_type=value.device.type, enabled=False):
+        # (B, S, M, D) -> (B*M, S, D): per head, each location's D channels contiguous (channels-last levels).
+        values = value.to(dtype).permute(0, 2, 1, 3).reshape(b * m, s, d)
+        # (B, Lq, M, L, P, 2) -> (B*M, L, P, Lq, 2): point-major, so the weighted sum reduces a middle dimension.
+        grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(0, 2, 3, 4, 1, 5).reshape(b * m, num_levels, p, lq, 2)
+        weights = attention_weights.to(dtype).permute(0, 2, 3, 4, 1).reshape(b * m, num_levels, p, lq)
+        output: Tensor | None = None
+        start = 0
+        for level, (h, w) in enumerate(shapes):
+            level_value = values[:, start : start + h * w].view(b * m, h, w, d).permute(0, 3, 1, 2)
+            start += h * w
+            summed = _WeightedSample.apply(level_value, grids[:, level], weights[:, level])  # (B*M, D, Lq)
+            output = summed if output is None else output + summed
+    assert output is not None
+    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
+
+
+def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The four bilinear taps of unit (x, y) locations on an (H, W) map, ``grid_sample(align_corners=False,
+    padding_mode="zeros")`` semantics.
+
+    Args:
+        unit_xy: (..., 2) unit coordinates over the map's extent (0 and 1 are its outer edges).
+        hw: (H, W) of the map.
+    Returns:
+        flat indices (..., 4) into the row-major (H*W) map, clamped to valid cells, and weights (..., 4) that are
+        zero for taps outside the map. ``sum_k weights[k] * map.flatten()[indices[k]]`` equals ``grid_sample``.
+    """
+    h, w = hw
+    x = unit_xy[..., 0] * w - 0.5
+    y = unit_xy[..., 1] * h - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    return ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1), weights * inside

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
-from .geometry import BEVGrid, pixels_to_grid, project_to_cameras, transform_points
+from .geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from .layers import conv_norm_act
+from .ops import bilinear_taps
 
 
 class BilinearLifting(nn.Module):
@@ -17,6 +17,11 @@ class BilinearLifting(nn.Module):
     Every voxel centre is projected into every camera and the feature map is sampled there bilinearly; the voxel
     takes the mean over the cameras that see it (zero when none does). The Z heights are then folded into channels
     and compressed back to C by a 3x3 conv + InstanceNorm + GELU.
+
+    The masked mean is one weighted gather-sum (``F.embedding_bag``) over the visible (voxel, camera) pairs only:
+    about 1.1 pairs per voxel on the nuScenes rig instead of 6, and no per-camera (B, C, Z*H*W) temporaries.
+    Voxels are ordered (H, W, Z) and channels last, so the folded volume is already in the channels-last layout
+    the compression convolution wants: no transpose of the 41 M-value volume.
     """
 
     def __init__(self, grid: BEVGrid, channels: int = 128):
@@ -27,25 +32,32 @@ class BilinearLifting(nn.Module):
     def lift(
         self, features: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor, image_hw: tuple[int, int]
     ) -> Tensor:
-        """(B, N, C, Hf, Wf) -> the lifted volume (B, C, Z, H, W)."""
-        b, n, c = features.shape[:3]
+        """(B, N, C, Hf, Wf) -> the lifted volume, a (B, C, Z, H, W) view of channels-last (B, H, W, Z, C) memory."""
+        b, n, c, hf, wf = features.shape
         num_z, (h, w) = self.grid.num_heights, self.grid.shape
-        voxels = self.grid.voxel_centers(device=features.device).view(1, -1, 3)  # (1, Z*H*W, 3) float32
-        points = transform_points(bev_aug.float(), voxels)
+        voxels = self.grid.voxel_centers(device=features.device).permute(1, 2, 0, 3).reshape(1, -1, 3)  # (H, W, Z)
+        points = transform_points(bev_aug.float(), voxels)  # (B, P, 3)
         projection = project_to_cameras(points, intrinsics.float(), cam_to_ego.float(), image_hw)
-        grid = pixels_to_grid(projection.pixels, image_hw)  # (B, N, P, 2)
-        # One camera at a time: peak memory is one camera's samples (B, C, P), not N of them.
-        total = features.new_zeros(b, c, voxels.shape[1])
-        for cam in range(n):
-            sampled = F.grid_sample(
-                features[:, cam], grid[:, cam, None].to(features.dtype), mode="bilinear", align_corners=False
-            )[:, :, 0]  # (B, C, P)
-            total = total + sampled * projection.visible[:, cam, None].to(sampled.dtype)
-        count = projection.visible.sum(dim=1, keepdim=True).clamp(min=1).to(total.dtype)  # (B, 1, P)
-        return (total / count).view(b, c, num_z, h, w)
+        # The visible (b, voxel, camera) pairs, grouped by voxel: each voxel's pairs form one bag of 4 taps each.
+        visible = projection.visible.permute(0, 2, 1)  # (B, P, N)
+        pair_b, pair_p, pair_n = visible.nonzero(as_tuple=True)
+        unit = pixels_to_unit(projection.pixels[pair_b, pair_n, pair_p], image_hw)  # (K, 2)
+        taps, tap_weights = bilinear_taps(unit, (hf, wf))  # (K, 4)
+        rows = taps + ((pair_b * n + pair_n) * (hf * wf)).unsqueeze(1)
+        cameras_seeing = visible.sum(dim=-1).view(-1)  # (B*P,)
+        tap_weights = tap_weights / cameras_seeing[pair_b * voxels.shape[1] + pair_p].unsqueeze(1)
+        offsets = 4 * (torch.cumsum(cameras_seeing, 0) - cameras_seeing)
+        table = features.permute(0, 1, 3, 4, 2).reshape(b * n * hf * wf, c)
+        lifted = F.embedding_bag(
+            rows.view(-1), table, offsets, mode="sum", per_sample_weights=tap_weights.view(-1).to(table.dtype)
+        )  # (B*P, C); a voxel no camera sees is an empty bag: zeros
+        return lifted.view(b, h, w, num_z, c).permute(0, 4, 3, 1, 2)
 
     def forward(
         self, features: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor, image_hw: tuple[int, int]
     ) -> Tensor:
-        volume = self.lift(features, intrinsics, cam_to_ego, bev_aug, image_hw)
-        return self.compress(rearrange(volume, "b c z h w -> b (c z) h w"))
+        volume = self.lift(features, intrinsics, cam_to_ego, bev_aug, image_hw)  # (B, C, Z, H, W)
+        b, c, num_z, h, w = volume.shape
+        # Fold heights into channels as (z, c): with the (B, H, W, Z, C) memory this is a free channels-last view.
+        folded = volume.permute(0, 3, 4, 2, 1).reshape(b, h, w, num_z * c).permute(0, 3, 1, 2)
+        return self.compress(folded)

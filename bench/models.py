@@ -1,0 +1,191 @@
+"""Speed, FLOPs and memory of every full-size architecture, against this machine's dense-matmul throughput.
+
+    python bench/models.py                      # all full-size architectures, 2 threads, batch 1
+    python bench/models.py --arch bevformer-enb0 --repeats 7
+    python bench/models.py --deform-only        # just the ms_deform_attn vs per-level/per-head loop comparison
+
+Each architecture runs in its own subprocess so that its peak RSS is its own. Input: 6 cameras at 224x480, the
+200x200 BEV raster, the nominal nuScenes rig, random weights. FLOPs are counted by ``torch.utils.flop_counter`` (matmuls
+and convolutions; grid_sample, norms and element-wise ops are not counted, so "achieved FLOP/s" is a lower bound on
+the work done). The matmul peak is a 2048^3 float32 matmul measured in the same run with the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+FULL_SIZE = ["bevformer-enb0", "bevformer-r50", "simplebev-enb0", "simplebev-r50", "simplebev-r101"]
+IMAGE_HW = (224, 480)
+
+
+def median_seconds(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(repeats: int = 10) -> float:
+    """Dense float32 matmul throughput of this machine at the current thread count (FLOP/s)."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = median_seconds(lambda: a @ b, repeats, warmup=3)
+    return 2 * n**3 / seconds
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int) -> dict:
+    import occfeat
+    from occfeat.models.geometry import nuscenes_camera_rig
+
+    torch.manual_seed(0)
+    model = occfeat.create_model(arch, image_size=IMAGE_HW)
+    intrinsics, cam_to_ego = nuscenes_camera_rig(IMAGE_HW)
+    batch = dict(
+        images=torch.randn(batch_size, 6, 3, *IMAGE_HW),
+        intrinsics=intrinsics.expand(batch_size, -1, -1, -1),
+        cam_to_ego=cam_to_ego.expand(batch_size, -1, -1, -1),
+    )
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**batch)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        outputs = model(**batch)
+        sum(v.float().mean() for v in outputs.values()).backward()
+
+    model.eval()
+    # Counted with autograd on: FlopCounterMode's module hooks trip over views of parameters made under no_grad.
+    forward_flops = count_flops(lambda: model(**batch))
+    forward_s = median_seconds(forward, repeats, warmup)
+    model.train()
+    train_flops = count_flops(forward_backward)
+    train_s = median_seconds(forward_backward, repeats, warmup)
+    return dict(
+        arch=arch,
+        params=sum(p.numel() for p in model.parameters()),
+        forward_gflops=forward_flops / 1e9,
+        train_gflops=train_flops / 1e9,
+        forward_s=forward_s,
+        train_s=train_s,
+        forward_gflops_per_s=forward_flops / forward_s / 1e9,
+        train_gflops_per_s=train_flops / train_s / 1e9,
+        peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    )
+
+
+def deform_attn_loop(value, spatial_shapes, locations, weights):
+    """The straightforward baseline: one grid_sample per level *and per head*, then multiply and sum the points."""
+    b, s, m, d = value.shape
+    _, lq, _, num_levels, p, _ = locations.shape
+    heads = []
+    for head in range(m):
+        out = value.new_zeros(b, d, lq)
+        start = 0
+        for level, (h, w) in enumerate(spatial_shapes):
+            level_value = value[:, start : start + h * w, head].transpose(1, 2).reshape(b, d, h, w)
+            start += h * w
+            grid = 2 * locations[:, :, head, level] - 1  # (B, Lq, P, 2)
+            sampled = F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            out = out + (sampled * weights[:, None, :, head, level]).sum(-1)
+        heads.append(out)
+    return torch.cat(heads, dim=1).transpose(1, 2)
+
+
+def bench_deform_attn(repeats: int, warmup: int) -> list[dict]:
+    """ms_deform_attn vs the loop on BEVFormer-enb0's shapes (the cross-attention slots come from the real rig)."""
+    import occfeat
+    from occfeat.models.geometry import nuscenes_camera_rig
+    from occfeat.models.ops import ms_deform_attn
+
+    model = occfeat.create_model("bevformer-enb0", device="meta")
+    intrinsics, cam_to_ego = nuscenes_camera_rig(IMAGE_HW)
+    gather = model.view_transform.camera_gather(intrinsics[None], cam_to_ego[None], torch.eye(4)[None], IMAGE_HW)
+    slots = gather.order.shape[-1]
+    cases = {
+        # (B, S-shape, Lq, M, D, L, P)
+        f"cross-attention (6 cameras x {slots} slots, 28x60 map)": (6, [(28, 60)], slots, 4, 32, 8),
+        "self-attention (40000 queries, 200x200 map)": (1, [(200, 200)], 40000, 4, 32, 8),
+    }
+    rows = []
+    for name, (b, shapes, lq, m, d, p) in cases.items():
+        s = sum(h * w for h, w in shapes)
+        value = torch.randn(b, s, m, d)
+        locations = torch.rand(b, lq, m, len(shapes), p, 2)
+        weights = torch.rand(b, lq, m, len(shapes), p).softmax(-1)
+        torch.testing.assert_close(
+            ms_deform_attn(value, shapes, locations, weights), deform_attn_loop(value, shapes, locations, weights)
+        )
+        ours = median_seconds(lambda: ms_deform_attn(value, shapes, locations, weights), repeats, warmup)
+        loop = median_seconds(lambda: deform_attn_loop(value, shapes, locations, weights), repeats, warmup)
+        rows.append(dict(case=name, ours_ms=ours * 1e3, loop_ms=loop * 1e3, speedup=loop / ours))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", nargs="+", default=FULL_SIZE)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--deform-only", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one architecture, JSON on stdout
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.one:
+        print(json.dumps(bench_architecture(args.one, args.repeats, args.warmup, args.batch_size)))
+        return
+
+    peak = matmul_peak_flops()
+    print(f"# torch {torch.__version__}, {args.threads} threads, dense fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    if not args.deform_only:
+        print(
+            "| architecture | params | fwd GFLOPs | fwd s | fwd GFLOP/s | fwd / peak | fwd+bwd GFLOPs | fwd+bwd s "
+            "| fwd+bwd / peak | peak RSS GiB |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for arch in args.arch:
+            child = subprocess.run(
+                [sys.executable, __file__, "--one", arch, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+                 "--batch-size", str(args.batch_size), "--threads", str(args.threads)],
+                capture_output=True, text=True, check=True,
+            )
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            print(
+                f"| {arch} | {r['params'] / 1e6:.2f} M | {r['forward_gflops']:.1f} | {r['forward_s']:.3f} "
+                f"| {r['forward_gflops_per_s']:.1f} | {r['forward_gflops_per_s'] * 1e9 / peak:.0%} "
+                f"| {r['train_gflops']:.1f} | {r['train_s']:.3f} | {r['train_gflops_per_s'] * 1e9 / peak:.0%} "
+                f"| {r['peak_rss_gib']:.2f} |",
+                flush=True,
+            )
+    print("\n| ms_deform_attn case | ours (ms) | per-level/per-head loop (ms) | speed-up |")
+    print("| --- | ---: | ---: | ---: |")
+    for r in bench_deform_attn(args.repeats, args.warmup):
+        print(f"| {r['case']} | {r['ours_ms']:.1f} | {r['loop_ms']:.1f} | {r['speedup']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
