@@ -11,7 +11,7 @@ import occfeat
 from occfeat.errors import ConfigError, InputError, UnknownNameError
 from occfeat.models import BEVModel, BEVModelConfig, create_model, list_models
 from occfeat.models.bevformer import SpatialCrossAttention
-from occfeat.models.geometry import BEVGrid, bev_augmentation_matrix, nuscenes_camera_rig
+from occfeat.models.geometry import BEVGrid, bev_augmentation_matrix, nuscenes_camera_rig, project_to_cameras
 
 from .conftest import make_batch
 
@@ -113,8 +113,6 @@ def test_simplebev_lifting_is_a_masked_mean_and_unseen_voxels_get_nothing():
     features = torch.stack([torch.full((c, hf, wf), 1.0), torch.full((c, hf, wf), 3.0)])[None]
     volume = lifting.lift(features, intrinsics, cam_to_ego, torch.eye(4)[None], image_hw)  # (1, C, Z, H, W)
     grid = model.config.grid
-    from occfeat.models.geometry import project_to_cameras
-
     projection = project_to_cameras(grid.voxel_centers().view(1, -1, 3), intrinsics, cam_to_ego, image_hw)
     seen = projection.visible[0].view(2, *volume.shape[2:])
     unseen = ~seen.any(dim=0)
@@ -280,3 +278,31 @@ def test_bad_bev_aug_shape_is_named(tiny):
 def test_input_errors_are_value_errors_for_generic_callers(tiny):
     with pytest.raises(ValueError):
         tiny(torch.randn(3, 112, 240), torch.eye(3), torch.eye(4))
+
+
+@pytest.mark.parametrize("arch", ["bevformer-tiny", "simplebev-tiny"])
+def test_bf16_autocast_and_pure_bf16_track_float32(arch):
+    model = create_model(arch).eval()
+    batch = make_batch(model.config.image_size)
+    with torch.no_grad():
+        reference = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(**batch)
+        pure = model.to(torch.bfloat16)(**{**batch, "images": batch["images"].bfloat16()})
+    for name, expected in reference.items():
+        scale = expected.abs().max()
+        for got in (autocast[name], pure[name]):
+            assert torch.isfinite(got).all()
+            assert (got.float() - expected).abs().max() < 0.1 * scale, name
+
+
+def test_geometry_stays_float32_under_autocast():
+    from occfeat.models.geometry import transform_points
+
+    points = torch.tensor([[[49.7, -31.3, 1.1]]])
+    shift = bev_augmentation_matrix((0.013, 0.0))[None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moved = transform_points(shift, points)
+        projection = project_to_cameras(points, *[t[None] for t in nuscenes_camera_rig((224, 480))], (224, 480))
+    assert moved.dtype == torch.float32 and projection.pixels.dtype == torch.float32
+    torch.testing.assert_close(moved, points + torch.tensor([0.013, 0.0, 0.0]))

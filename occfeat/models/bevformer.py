@@ -23,24 +23,6 @@ _OUTSIDE = -2.0
 _FFN_CHUNK = 4096
 
 
-def _init_deformable(offsets: nn.Linear, weights: nn.Linear, value: nn.Linear, output: nn.Linear, heads: int) -> None:
-    """Deformable-DETR initialisation: zero offset weights with a bias that points each head in its own direction,
-    growing with the point index; zero attention logits (uniform weights); Xavier value/output projections."""
-    nn.init.zeros_(offsets.weight)
-    theta = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
-    direction = torch.stack([theta.cos(), theta.sin()], dim=-1)
-    direction = direction / direction.abs().max(dim=-1, keepdim=True).values  # (M, 2) on the unit square
-    points = offsets.out_features // (2 * heads)
-    scale = torch.arange(1, points + 1, dtype=torch.float32).view(1, points, 1)
-    with torch.no_grad():
-        offsets.bias.copy_((direction[:, None, :] * scale).reshape(-1))
-    nn.init.zeros_(weights.weight)
-    nn.init.zeros_(weights.bias)
-    for proj in (value, output):
-        nn.init.xavier_uniform_(proj.weight)
-        nn.init.zeros_(proj.bias)
-
-
 def softmax_last(logits: Tensor) -> Tensor:
     """Softmax over a short last dimension (the P points). Written out because ``torch.softmax`` over a last
     dimension of 8 runs ~4x slower on CPU than these three element-wise passes (bench/models.py)."""
@@ -48,11 +30,10 @@ def softmax_last(logits: Tensor) -> Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
-class DeformableSelfAttention(nn.Module):
-    """Each BEV query attends to ``points`` locations around its own cell of the query map (one level).
-
-    Reference points are cell centres in unit **(x, y) = (column, row)** order; offsets are in cells.
-    """
+class _DeformableAttention(nn.Module):
+    """The projections shared by both BEVFormer attentions, initialised as in Deformable DETR: zero offset weights
+    with a bias pointing each head in its own direction, growing with the point index; zero attention logits
+    (uniform weights); Xavier value and output projections."""
 
     def __init__(self, dim: int, heads: int = 4, points: int = 8, dropout: float = 0.1):
         super().__init__()
@@ -62,7 +43,25 @@ class DeformableSelfAttention(nn.Module):
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
-        _init_deformable(self.sampling_offsets, self.attention_weights, self.value_proj, self.output_proj, heads)
+        nn.init.zeros_(self.sampling_offsets.weight)
+        theta = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
+        direction = torch.stack([theta.cos(), theta.sin()], dim=-1)
+        direction = direction / direction.abs().max(dim=-1, keepdim=True).values  # (M, 2) on the unit square
+        scale = torch.arange(1, points + 1, dtype=torch.float32).view(1, points, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_((direction[:, None, :] * scale).reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+
+class DeformableSelfAttention(_DeformableAttention):
+    """Each BEV query attends to ``points`` locations around its own cell of the query map (one level).
+
+    Reference points are cell centres in unit **(x, y) = (column, row)** order; offsets are in cells.
+    """
 
     def forward(self, query: Tensor, query_pos: Tensor, reference_xy: Tensor, hw: tuple[int, int]) -> Tensor:
         """query (B, Q, C), query_pos (1, Q, C), reference_xy (Q, 2) -> (B, Q, C) with the residual added."""
@@ -99,23 +98,13 @@ def gather_queries_per_camera(anchors_unit: Tensor, anchors_visible: Tensor) -> 
     return CameraGather(batch, query, anchors, hit.sum(dim=-1).view(-1).tolist(), hit.sum(dim=1))
 
 
-class SpatialCrossAttention(nn.Module):
+class SpatialCrossAttention(_DeformableAttention):
     """Each query samples every camera that sees one of its height anchors, ``points // Z`` points per anchor per
     head around the anchor's projection; the per-camera results are summed and divided by the number of cameras hit.
 
     Work is done only for the (camera, query) pairs that exist, with no padding: the projections run once over all
     pairs, the sampling once per camera over exactly the queries it sees.
     """
-
-    def __init__(self, dim: int, heads: int = 4, points: int = 8, dropout: float = 0.1):
-        super().__init__()
-        self.heads, self.points = heads, points
-        self.sampling_offsets = nn.Linear(dim, heads * points * 2)
-        self.attention_weights = nn.Linear(dim, heads * points)
-        self.value_proj = nn.Linear(dim, dim)
-        self.output_proj = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
-        _init_deformable(self.sampling_offsets, self.attention_weights, self.value_proj, self.output_proj, heads)
 
     def forward(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: CameraGather) -> Tensor:
         """query (B, Q, C), query_pos (1, Q, C), features (B, N, C, Hf, Wf) -> (B, Q, C) with the residual added."""
@@ -138,7 +127,7 @@ class SpatialCrossAttention(nn.Module):
                 sampled = ms_deform_attn(value[camera : camera + 1], [(hf, wf)], locations[None, span], weights[None, span])
                 per_pair.append(sampled[0])
                 start += count
-        per_pair_out = torch.cat(per_pair) if per_pair else pairs.new_zeros(0, c)
+        per_pair_out = (torch.cat(per_pair) if per_pair else pairs.new_zeros(0, c)).to(query.dtype)
 
         # Sum each query's cameras, then average over the cameras hit (a query no camera sees gets zero).
         summed = query.new_zeros(b * q, c).index_add_(0, gather.batch * q + gather.query, per_pair_out)

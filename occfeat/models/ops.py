@@ -92,7 +92,7 @@ def ms_deform_attn(
             samples zeros (bilinear, zero padding, ``align_corners=False``).
         attention_weights: (B, Lq, M, L, P), normally softmaxed over L * P.
     Returns:
-        (B, Lq, M * D).
+        (B, Lq, M * D), in the dtype of ``value``.
 
     Per level, one ``grid_sample`` over all heads, points and queries at once, on a channels-last copy of the
     values (each bilinear tap then reads D contiguous numbers), followed by an in-place weighted sum over the
@@ -127,7 +127,7 @@ def ms_deform_attn(
             summed = _WeightedSample.apply(level_value, grids[:, level], weights[:, level])  # (B*M, D, Lq)
             output = summed if output is None else output + summed
     assert output is not None
-    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
+    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d).to(value.dtype)
 
 
 def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
