@@ -89,14 +89,22 @@ def autograd_ms_deform_attn(value, spatial_shapes, locations, weights):
     return out.view(b, m, d, -1).permute(0, 3, 1, 2).reshape(b, -1, m * d)
 
 
+def differentiable_inputs(seed, batch, queries, shapes, heads, dim, points):
+    """float64 (value, locations, weights) requiring grad, a third of the locations off the map, and an upstream
+    gradient for the output."""
+    g = torch.Generator().manual_seed(seed)
+    size = sum(h * w for h, w in shapes)
+    value = torch.randn(batch, size, heads, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    locations = torch.rand(batch, queries, heads, len(shapes), points, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2
+    weights = torch.rand(batch, queries, heads, len(shapes), points, generator=g, dtype=torch.float64)
+    upstream = torch.randn(batch, queries, heads * dim, generator=g, dtype=torch.float64)
+    return (value, locations.requires_grad_(), weights.requires_grad_()), upstream
+
+
 def test_ms_deform_attn_gradients_match_plain_autograd():
-    g = torch.Generator().manual_seed(4)
     shapes = [(5, 7), (3, 4)]
-    value = torch.randn(2, 47, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    locations = (torch.rand(2, 6, 2, 2, 3, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2).requires_grad_()
-    weights = torch.rand(2, 6, 2, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
-    inputs = (value, locations, weights)
+    inputs, upstream = differentiable_inputs(4, batch=2, queries=6, shapes=shapes, heads=2, dim=3, points=3)
+    value, locations, weights = inputs
     ours = torch.autograd.grad(ms_deform_attn(value, shapes, locations, weights), inputs, upstream)
     plain = torch.autograd.grad(autograd_ms_deform_attn(value, shapes, locations, weights), inputs, upstream)
     for name, a, b in zip(("value", "locations", "weights"), ours, plain):
@@ -108,13 +116,9 @@ def test_ms_deform_attn_in_query_chunks_is_identical(monkeypatch):
     """On CPU the op works through cache-sized chunks of queries; force many tiny chunks and compare."""
     from occfeat.models import ops
 
-    g = torch.Generator().manual_seed(5)
     shapes = [(6, 5), (3, 3)]
-    value = torch.randn(1, 39, 2, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    locations = (torch.rand(1, 50, 2, 2, 3, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2).requires_grad_()
-    weights = torch.rand(1, 50, 2, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(1, 50, 8, generator=g, dtype=torch.float64)
-    inputs = (value, locations, weights)
+    inputs, upstream = differentiable_inputs(5, batch=1, queries=50, shapes=shapes, heads=2, dim=4, points=3)
+    value, locations, weights = inputs
     whole = ms_deform_attn(value, shapes, locations, weights)
     whole_grads = torch.autograd.grad(whole, inputs, upstream)
     per_query = 2 * 4 * 3 * 8  # bytes of samples per query: B*M * D * P * float64
