@@ -17,12 +17,24 @@ _LAZY = {
     "BEVModel": "occfeat.models",
     "BEVModelConfig": "occfeat.models",
     "BEVGrid": "occfeat.models",
+    "load": "occfeat.zoo.loading",
+    "LoadReport": "occfeat.zoo.loading",
+    "list_weights": "occfeat.zoo.registry",
+    "get_weights": "occfeat.zoo.registry",
+    "register_weights": "occfeat.zoo.registry",
+    "download": "occfeat.zoo.hub",
+    "save_pretrained": "occfeat.zoo.publishing",
+    "push_to_hub": "occfeat.zoo.publishing",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from .models import BEVGrid, BEVModel, BEVModelConfig, create_model, get_model_config, list_models
+    from .zoo.hub import download
+    from .zoo.loading import LoadReport, load
+    from .zoo.publishing import push_to_hub, save_pretrained
+    from .zoo.registry import get_weights, list_weights, register_weights
 
 
 def __getattr__(name: str) -> Any:

@@ -76,25 +76,36 @@ class BEVModel(nn.Module):
     def __init__(self, config: BEVModelConfig, pretrained_backbone: bool | str = False):
         super().__init__()
         self.config = config
-        c = config.bev_channels
         self.backbone = build_backbone(config.backbone, pretrained_backbone)
-        self.neck = UpsampleConcatNeck(tuple(self.backbone.feature_info.channels()), config.neck_channels, c)
-        self.view_transform: nn.Module
-        if config.view_transform == "bevformer":
-            self.view_transform = BEVFormerEncoder(
-                config.grid,
-                dim=c,
-                layers=config.bevformer_layers,
-                heads=config.bevformer_heads,
-                self_points=config.bevformer_self_points,
-                cross_points=config.bevformer_cross_points,
-                ffn_dim=config.bevformer_ffn_channels,
-                dropout=config.dropout,
-            )
-        else:
-            self.view_transform = BilinearLifting(config.grid, c)
-        self.decoder: nn.Module = ResNetBEVDecoder(c) if config.decoder == "resnet18" else nn.Identity()
-        self.heads = build_heads(c, config.heads, config.map_classes)
+        for part in PARTS[1:]:
+            setattr(self, part, self.build_part(part))
+
+    def build_part(self, part: str) -> nn.Module:
+        """A freshly (randomly) initialised ``part``: what the zoo uses for a part it does not load, e.g. heads for
+        other classes."""
+        config, c = self.config, self.config.bev_channels
+        if part == "backbone":
+            return build_backbone(config.backbone)
+        if part == "neck":
+            return UpsampleConcatNeck(tuple(self.backbone.feature_info.channels()), config.neck_channels, c)
+        if part == "view_transform":
+            if config.view_transform == "bevformer":
+                return BEVFormerEncoder(
+                    config.grid,
+                    dim=c,
+                    layers=config.bevformer_layers,
+                    heads=config.bevformer_heads,
+                    self_points=config.bevformer_self_points,
+                    cross_points=config.bevformer_cross_points,
+                    ffn_dim=config.bevformer_ffn_channels,
+                    dropout=config.dropout,
+                )
+            return BilinearLifting(config.grid, c)
+        if part == "decoder":
+            return ResNetBEVDecoder(c) if config.decoder == "resnet18" else nn.Identity()
+        if part == "heads":
+            return build_heads(c, config.heads, config.map_classes)
+        raise InputError(f"part={part!r}: expected one of {list(PARTS)}.")
 
     def image_features(self, images: Tensor) -> Tensor:
         """(B, N, 3, H, W) normalised images -> (B, N, C, H/8, W/8)."""

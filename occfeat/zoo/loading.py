@@ -1,0 +1,356 @@
+"""``occfeat.load``: names -> a built network with its weights, a load report and its provenance.
+
+The network is built on the meta device (nothing allocated, no wasted random init), the safetensors are read straight
+onto the target device, and ``load_state_dict(assign=True)`` hands those tensors to the model. Parts that are not
+loaded (re-initialised heads, parts left out with ``parts=``) are then built fresh on the device.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, InputError, OccfeatError, UnknownNameError
+from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config, list_models
+from .hub import commit_of, fetch_file
+from .registry import WeightSpec, get_weights
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
+
+
+class LoadError(OccfeatError, RuntimeError):
+    """The weights do not fit the network in a way nobody declared (missing, unexpected or mis-shaped keys)."""
+
+
+class WeightsNotPublishedError(OccfeatError, LookupError):
+    """The registry knows these weights but they are not on the Hub yet."""
+
+
+class UnsafeWeightsError(OccfeatError, ValueError):
+    """A pickle-based checkpoint was offered: occfeat never unpickles weights."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did with every key. ``str(report)`` is a one-line summary."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+    skipped_parts: list[str] = field(default_factory=list)
+    renamed_prefixes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing missing, unexpected or mis-shaped beyond what was declared re-initialisable or skipped."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        if self.reinitialized:
+            parts.append(f"re-initialised {len(self.reinitialized)} ({_prefixes(self.reinitialized)})")
+        if self.skipped_parts:
+            parts.append(f"parts not loaded: {', '.join(self.skipped_parts)}")
+        parts.append(f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, shape mismatches {len(self.mismatched)}")
+        if self.renamed_prefixes:
+            parts.append("renamed " + ", ".join(f"{a!r}->{b!r}" for a, b in self.renamed_prefixes.items()))
+        return "; ".join(parts)
+
+    __str__ = summary
+
+
+def _prefixes(keys: Sequence[str]) -> str:
+    return ", ".join(sorted({".".join(k.split(".")[:2]) for k in keys}))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass
+class _Source:
+    """Where the config and the weights of a load come from."""
+
+    description: str
+    config: BEVModelConfig
+    weights: Path | None
+    spec: WeightSpec | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    reinit_keys: tuple[str, ...] = ("heads.*",)
+
+
+def _read_config(path: Path) -> tuple[BEVModelConfig, dict[str, Any]]:
+    data = json.loads(path.read_text())
+    if "model" not in data:
+        raise ConfigError(f"{path}: not an occfeat config.json (no 'model' section). Write it with occfeat.save_pretrained.")
+    return BEVModelConfig.from_dict(data["model"]), data
+
+
+def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: dict[str, Any], overrides: dict) -> _Source:
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:") :]).expanduser()
+        if not (folder / CONFIG_FILE).is_file():
+            raise InputError(f"{name}: {folder / CONFIG_FILE} does not exist; a local-dir holds config.json + model.safetensors.")
+        config, data = _read_config(folder / CONFIG_FILE)
+        weights = folder / WEIGHTS_FILE if pretrained else None
+        provenance = {"source": "local-dir", "path": str(folder), **data.get("provenance", {})}
+        return _Source(name, config.replace(**overrides), weights, provenance=provenance)
+
+    if name.startswith("hf-hub:"):
+        repo, _, rev = name[len("hf-hub:") :].partition("@")
+        revision = revision or rev or None
+        config_path = fetch_file(repo, CONFIG_FILE, revision=revision, **hub_kwargs)
+        config, data = _read_config(config_path)
+        weights = fetch_file(repo, WEIGHTS_FILE, revision=revision, **hub_kwargs) if pretrained else None
+        provenance = {"source": "hf-hub", "repo": repo, "commit": commit_of(config_path), "pinned": False}
+        return _Source(name, config.replace(**overrides), weights, provenance=provenance)
+
+    try:
+        spec = get_weights(name)
+    except UnknownNameError:
+        if name in list_models():
+            if pretrained:
+                ids = [s for s in _weights_of(name)]
+                raise WeightsNotPublishedError(
+                    f"{name!r} is an architecture; its weights are {ids or 'none registered'}. Load one of those ids, "
+                    f"or build it untrained with occfeat.load({name!r}, pretrained=False) / occfeat.create_model."
+                ) from None
+            return _Source(name, get_model_config(name, **overrides), None)
+        raise
+    config = get_model_config(spec.architecture, **{**spec.model_args, **overrides})
+    if not pretrained:
+        return _Source(spec.id, config, None, spec=spec, reinit_keys=spec.reinit_keys)
+    if not spec.published:
+        raise WeightsNotPublishedError(
+            f"weights {spec.id!r} are registered but not published on the Hub yet (no pinned commit). "
+            f"Reproduce them: `{spec.recipe.get('pretraining', 'occfeat pretrain ...')}` then "
+            f"`{spec.recipe.get('export', 'occfeat export RUN_DIR --out DIR')}` and load with occfeat.load('local-dir:DIR'); "
+            f"or build the architecture untrained with occfeat.load({spec.id!r}, pretrained=False)."
+        )
+    weights = None
+    hashes = {}
+    for file in spec.files:
+        path = fetch_file(spec.repo, file.path, revision=revision or spec.commit, expected=file, weight_id=spec.id, **hub_kwargs)
+        hashes[file.path] = file.sha256
+        if file.path.endswith(".safetensors"):
+            weights = path
+    provenance = {"source": "registry", "id": spec.id, "repo": spec.repo, "commit": revision or spec.commit,
+                  "sha256": hashes, "pinned": revision is None}
+    return _Source(spec.id, config, weights, spec=spec, provenance=provenance, reinit_keys=spec.reinit_keys)
+
+
+def _weights_of(arch: str) -> list[str]:
+    from .registry import list_weights
+
+    return [w for w in list_weights() if w.split(".", 1)[0] == arch]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Key matching
+
+
+def _strip_wrappers(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    stripped = {}
+    for key, value in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        stripped[key] = value
+    return stripped
+
+
+def _apply_key_map(state: dict[str, Tensor], key_map: dict[str, str]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for old, new in key_map.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def _diagnose_prefix(unexpected: list[str], missing: list[str]) -> dict[str, str] | None:
+    """When most keys are both missing and unexpected, find the prefix rewrite that matches them up."""
+    votes: Counter[tuple[str, str]] = Counter()
+    missing_set = set(missing)
+    for key in unexpected:
+        parts = key.split(".")
+        for cut in range(0, len(parts)):
+            suffix = ".".join(parts[cut:])
+            for add in ("", *{m[: -len(suffix)] for m in missing if m.endswith(suffix) and m != suffix}):
+                if add + suffix in missing_set:
+                    votes[(".".join(parts[:cut]) + ("." if cut else ""), add)] += 1
+                    break
+            else:
+                continue
+            break
+    if not votes:
+        return None
+    (old, new), count = votes.most_common(1)[0]
+    return {old: new} if count >= 0.5 * len(unexpected) and old != new else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The load itself
+
+
+def load(
+    name: str,
+    *,
+    pretrained: bool = True,
+    num_classes: int | None = None,
+    parts: Sequence[str] | None = None,
+    revision: str | None = None,
+    checkpoint: str | Path | None = None,
+    strict: bool | str = "auto",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    key_map: dict[str, str] | None = None,
+    verify: str = "once",
+    **overrides: Any,
+) -> BEVModel:
+    """Build a network and load its weights.
+
+    Args:
+        name: a weight id or alias (``"bevformer-enb0-occfeat"``), ``"hf-hub:org/repo[@revision]"``,
+            ``"local-dir:PATH"`` (a ``save_pretrained`` folder or bundle), or an architecture with ``pretrained=False``.
+        pretrained: load the weights (else build the architecture with random weights).
+        num_classes: number of map classes of a new ``map`` head (re-initialised, said in the report).
+        parts: load only these parts (e.g. ``("backbone", "neck", "view_transform")``); the others stay freshly
+            initialised.
+        revision: a Hub revision instead of the registry's pinned commit (then the sha256 pin does not apply).
+        checkpoint: a local ``.safetensors`` state dict applied after building (e.g. a fine-tuned run).
+        strict: ``"auto"`` raises on anything undeclared (a missing key outside the re-initialisable heads, an
+            unexpected key, a shape mismatch); ``True`` raises on any difference; ``False`` never raises.
+        device, dtype: where and in which floating dtype the tensors are materialised.
+        cache_dir, local_files_only, endpoint, token: Hub access (offline: argument, ``OCCFEAT_OFFLINE``,
+            ``HF_HUB_OFFLINE``).
+        key_map: prefix rewrites applied to the checkpoint's keys, e.g. ``{"model.": ""}``.
+        verify: ``"once"`` (hash on first use, then trust a size+mtime stamp), ``"always"`` or ``"never"``.
+        **overrides: architecture options (see ``BEVModelConfig``).
+
+    Returns the model with ``.load_report``, ``.weight_spec`` and ``.provenance``.
+
+    >>> model = occfeat.load("bevformer-enb0-occfeat")  # doctest: +SKIP
+    >>> print(model.load_report)  # doctest: +SKIP
+    loaded 412 tensors from bevformer-enb0.occfeat-nuscenes; missing 0, unexpected 0, shape mismatches 0
+    """
+    if strict not in (True, False, "auto"):
+        raise ConfigError(f"strict={strict!r}: expected True, False or 'auto'.")
+    if num_classes is not None:
+        overrides["map_classes"] = tuple(f"class_{i}" for i in range(num_classes))
+    hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token, verify=verify)
+    source = _resolve(name, pretrained=pretrained, revision=revision, hub_kwargs=hub_kwargs, overrides=overrides)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    files = [f for f in (source.weights, Path(checkpoint) if checkpoint else None) if f is not None]
+
+    if not files:
+        with device:
+            model = BEVModel(source.config)
+        report = LoadReport(source=source.description, skipped_parts=list(PARTS))
+    else:
+        with torch.device("meta"):
+            model = BEVModel(source.config)
+        state: dict[str, Tensor] = {}
+        for path in files:
+            state.update(_read_safetensors(path, device))
+        report = _assign(model, state, source, parts=parts, strict=strict, key_map=key_map or {}, device=device)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    model.load_report = report
+    model.weight_spec = source.spec
+    model.provenance = source.provenance
+    return model
+
+
+def _read_safetensors(path: Path, device: torch.device) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise UnsafeWeightsError(
+            f"{path}: occfeat loads safetensors only and never unpickles a checkpoint (a pickle can run code). Convert "
+            "it where you trust it: `safetensors.torch.save_file(torch.load(p, weights_only=True), 'model.safetensors')`."
+        )
+    if not path.is_file():
+        raise InputError(f"weights file {path} does not exist.")
+    return load_file(str(path), device=str(device))
+
+
+def _assign(
+    model: BEVModel,
+    state: dict[str, Tensor],
+    source: _Source,
+    *,
+    parts: Sequence[str] | None,
+    strict: bool | str,
+    key_map: dict[str, str],
+    device: torch.device,
+) -> LoadReport:
+    report = LoadReport(source=source.description, renamed_prefixes=dict(key_map))
+    state = _apply_key_map(_strip_wrappers(state), key_map)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if parts is not None:
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ConfigError(f"parts={list(parts)}: unknown part(s) {unknown}; parts are {list(PARTS)}.")
+        report.skipped_parts = [p for p in PARTS if p not in parts]
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in parts}
+        expected = {k: s for k, s in expected.items() if k.split(".", 1)[0] in parts}
+
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    if unexpected and len(unexpected) >= 0.5 * len(state) and missing:
+        rewrite = _diagnose_prefix(unexpected, missing)
+        if rewrite is not None:
+            raise LoadError(
+                f"{source.description}: {len(unexpected)} of {len(state)} checkpoint keys match no model key, e.g. "
+                f"{unexpected[0]!r}, while {len(missing)} model keys are missing, e.g. {missing[0]!r}. The checkpoint "
+                f"uses another prefix: pass key_map={rewrite!r}."
+            )
+    mismatched = [(k, tuple(state[k].shape), expected[k]) for k in sorted(set(state) & set(expected))
+                  if tuple(state[k].shape) != expected[k]]
+    declared = lambda key: any(fnmatch.fnmatchcase(key, pattern) for pattern in source.reinit_keys)  # noqa: E731
+    report.reinitialized = sorted([k for k in missing if declared(k)] + [k for k, _, _ in mismatched if declared(k)])
+    report.missing = [k for k in missing if not declared(k)]
+    report.unexpected = unexpected
+    report.mismatched = [m for m in mismatched if not declared(m[0])]
+    undeclared = report.missing or report.unexpected or report.mismatched
+    if (strict == "auto" and undeclared) or (strict is True and (missing or unexpected or mismatched)):
+        raise LoadError(
+            f"{source.description} does not fit {model.config.arch}: {report.summary()}. "
+            + (f"Missing e.g. {report.missing[:3]}. " if report.missing else "")
+            + (f"Unexpected e.g. {report.unexpected[:3]}. " if report.unexpected else "")
+            + (f"Shape mismatches e.g. {report.mismatched[:2]}. " if report.mismatched else "")
+            + "Pass strict=False to load what fits, parts=(...) to load some parts, or key_map={...} to rename keys."
+        )
+    usable = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == expected[k]}
+    model.load_state_dict(usable, strict=False, assign=True)
+    report.loaded = sorted(usable)
+    # Whatever is still on the meta device was not loaded: build those parts fresh on the device, keeping what loaded.
+    for part in PARTS:
+        module = getattr(model, part)
+        if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
+            with device:
+                fresh = model.build_part(part)
+            prefix = part + "."
+            fresh.load_state_dict({k[len(prefix) :]: v for k, v in usable.items() if k.startswith(prefix)}, strict=False)
+            setattr(model, part, fresh)
+    return report

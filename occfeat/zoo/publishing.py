@@ -1,0 +1,221 @@
+"""Publishing: ``save_pretrained`` folders, model cards generated from the registry, ``push_to_hub``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..models import BEVModel, BEVModelConfig
+from .hub import sha256_file
+from .loading import CONFIG_FILE, WEIGHTS_FILE
+from .registry import WeightSpec
+
+CARD_FILE = "README.md"
+
+
+def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Write through a temporary file in the same folder and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def config_document(config: BEVModelConfig, spec: WeightSpec | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of ``config.json``: what ``occfeat.load('local-dir:...')`` rebuilds the network from."""
+    return {
+        "occfeat_version": __version__,
+        "architecture": config.arch,
+        "weight_id": spec.id if spec else None,
+        "model": config.to_dict(),
+        "input": {"image_size": list(config.image_size), "mean": list(config.image_mean), "std": list(config.image_std),
+                  "bev_grid": {"x_range": list(config.grid.x_range), "y_range": list(config.grid.y_range),
+                               "resolution": config.grid.resolution}},
+        "classes": {"heads": list(config.heads), "map": list(config.map_classes)},
+        "provenance": provenance or {},
+    }
+
+
+def save_pretrained(
+    model: BEVModel,
+    folder: str | Path,
+    *,
+    weight_id: str | None = None,
+    provenance: dict[str, Any] | None = None,
+    card: bool = True,
+) -> dict[str, str]:
+    """Write ``config.json``, ``model.safetensors`` (with metadata) and a model card to ``folder``; returns the
+    sha256 of each file. Every file is written atomically. ``occfeat.load("local-dir:FOLDER")`` reads it back."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    spec = getattr(model, "weight_spec", None)
+    provenance = {**getattr(model, "provenance", {}), **(provenance or {})}
+    document = config_document(model.config, spec, provenance)
+    if weight_id:
+        document["weight_id"] = weight_id
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "occfeat_version": __version__, "architecture": model.config.arch,
+                "weight_id": str(document["weight_id"] or "")}
+    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=metadata))
+    _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
+    if card:
+        text = render_card(spec, model.config, document)
+        _atomic_write(folder / CARD_FILE, lambda p: p.write_text(text))
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[str, Any] | None = None) -> str:
+    """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    title = spec.id if spec else (document or {}).get("weight_id") or config.arch
+    metrics = list(spec.metrics) if spec else []
+    data = ModelCardData(
+        library_name="occfeat",
+        license=spec.license if spec else "apache-2.0",
+        datasets=["nuscenes"] if spec else None,
+        tags=["bird's-eye-view", "bev-segmentation", "autonomous-driving", "occfeat", config.view_transform],
+        pipeline_tag="image-segmentation",
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"Camera-only BEV segmentation network `{config.arch}` ({config.view_transform}, {config.backbone} backbone) "
+        "from the [occfeat](https://github.com/occfeat/occfeat) model zoo.",
+        "",
+        "```python",
+        "import occfeat",
+        f'model = occfeat.load("{title}")',
+        "print(model.load_report)",
+        "```",
+        "",
+        "## Input",
+        "",
+        f"6 cameras (nuScenes order), images resized and cropped to {config.image_size[0]}x{config.image_size[1]}, "
+        "ImageNet normalisation (`occfeat.get_weights(ID).transforms()` does it and updates the intrinsics); output "
+        f"rasters of {config.grid.shape[0]}x{config.grid.shape[1]} cells of {config.grid.resolution} m around the car.",
+        "",
+    ]
+    if spec:
+        lines += [
+            "## Training",
+            "",
+            f"- Data: {spec.dataset}.",
+            f"- Method: OccFeat self-supervised pretraining (mode `{spec.recipe.get('mode', 'occfeat')}`): the auxiliary "
+            "occupancy / DINOv2-feature head is dropped; the heads here are freshly initialised for fine-tuning.",
+            f"- Reproduce: `{spec.recipe.get('pretraining', '')}`, then `{spec.recipe.get('export', '')}`.",
+            f"- Paper: {spec.paper.get('title', '')} ({spec.paper.get('venue', '')}, arXiv {spec.paper.get('arxiv', '')}).",
+            "",
+            "## Results",
+            "",
+            "| task | metric | value | protocol | source |",
+            "| --- | --- | ---: | --- | --- |",
+            *(f"| {m['task']} | {m['metric']} | {m['value']} | {m['protocol']} | {m['source']} |" for m in metrics),
+            "",
+            "Numbers marked *paper* are the OccFeat paper's, read off its figures, not measured on these weights.",
+            "",
+        ]
+    lines += [
+        "## Limitations",
+        "",
+        "Trained and evaluated on nuScenes (Boston, Singapore) only; a pretrained backbone for BEV segmentation, not a "
+        "safety-rated perception system.",
+        "",
+        "## Licences",
+        "",
+        f"Weights: {spec.license if spec else 'as published'}. Code: Apache-2.0. nuScenes data: CC BY-NC-SA 4.0 "
+        "(non-commercial) terms of use.",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
+
+
+def registry_entry(spec_like: dict[str, Any], repo: str, commit: str, files: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """The registry entry to add after a push: the given entry with the Hub repo, commit and file hashes pinned."""
+    entry = json.loads(json.dumps(spec_like))
+    entry["hub"] = {"repo": repo, "commit": commit}
+    entry["files"] = {path: {"sha256": sha, "size": size} for path, (sha, size) in files.items()}
+    entry["status"] = "published"
+    return entry
+
+
+def push_to_hub(
+    model_or_folder: BEVModel | str | Path,
+    repo_id: str,
+    *,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    private: bool = False,
+    commit_message: str = "Upload occfeat weights",
+    weight_id: str | None = None,
+) -> dict[str, Any]:
+    """Upload a ``save_pretrained`` folder (written first when given a model) to ``repo_id``.
+
+    Returns ``{"repo", "commit", "files": {path: sha256}, "registry_entry"}`` and prints the registry entry to add
+    (pinning the commit and the sha256s), so the new weights can be loaded by name.
+    """
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if isinstance(model_or_folder, (str, Path)):
+            folder = Path(model_or_folder)
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        else:
+            folder = Path(scratch)
+            save_pretrained(model_or_folder, folder, weight_id=weight_id)
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
+        commit = getattr(info, "oid", None) or getattr(info, "commit_id", None)
+        files = {p.name: (sha256_file(p), p.stat().st_size) for p in sorted(folder.iterdir())
+                 if p.is_file() and p.suffix in (".safetensors", ".json")}
+    weight_id = weight_id or config.get("weight_id") or f"{config['architecture']}.custom"
+    template = {
+        "architecture": config["architecture"], "aliases": [], "model_args": {}, "input": config["input"],
+        "classes": config["classes"], "parts": {p: p + "." for p in ("backbone", "neck", "view_transform", "decoder", "heads")},
+        "reinit_keys": ["heads.*"], "license": "apache-2.0", "dataset": "", "paper": {}, "metrics": [],
+        "recipe": config.get("provenance", {}).get("recipe", {}),
+    }
+    entry = registry_entry(template, repo_id, commit, files)
+    print(json.dumps({"weights": {weight_id: entry}}, indent=2))
+    return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry}
+
+
+def render_card_for(name: str) -> str:
+    """The model card of a registry id or alias."""
+    from ..models import get_model_config
+    from .registry import get_weights
+
+    spec = get_weights(name)
+    config = get_model_config(spec.architecture, **spec.model_args)
+    return render_card(spec, config, config_document(config, spec))
+
+
+def write_hub_folders(names: list[str], out_dir: str | Path) -> list[Path]:
+    """``out_dir/<id>/README.md`` + ``config.json`` for each registry id: the sources of the Hub repositories, kept
+    in the repository's ``hub/`` and checked against the registry by a test."""
+    from ..models import get_model_config
+    from .registry import get_weights
+
+    written = []
+    for name in names:
+        spec = get_weights(name)
+        config = get_model_config(spec.architecture, **spec.model_args)
+        document = config_document(config, spec, {"source": "registry", "id": spec.id, "recipe": spec.recipe})
+        folder = Path(out_dir) / spec.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        (folder / CARD_FILE).write_text(render_card(spec, config, document))
+        written.append(folder)
+    return written

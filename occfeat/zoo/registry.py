@@ -1,0 +1,230 @@
+"""The weights registry: data, not code. Imports neither torch nor timm, so `occfeat list` / `info` are instant.
+
+Sources, later ones overriding earlier ones for the same id:
+1. ``weights.json`` shipped in the package;
+2. the files named in ``OCCFEAT_REGISTRY`` (``os.pathsep``-separated), read when first needed;
+3. ``register_weights(path_or_dict)`` calls.
+
+An id is ``"{architecture}.{tag}"``; aliases are explicit, never fuzzy. A published id is never re-pointed to other
+bytes: a new training run is a new tag.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, UnknownNameError
+
+REGISTRY_ENV = "OCCFEAT_REGISTRY"
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_REQUIRED = ("architecture", "aliases", "hub", "files", "model_args", "input", "classes", "parts", "reinit_keys",
+             "license", "dataset", "paper", "metrics", "recipe")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a published weight: its path in the repository, sha256 and size in bytes."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """Everything known about one weight id (see ``weights.json``): where its bytes are, what they are, how to feed
+    them (``transforms()``) and how they were made."""
+
+    id: str
+    architecture: str
+    aliases: tuple[str, ...]
+    repo: str | None
+    commit: str | None
+    files: tuple[FileSpec, ...]
+    model_args: dict[str, Any]
+    input: dict[str, Any]
+    classes: dict[str, list[str]]
+    parts: dict[str, str]
+    reinit_keys: tuple[str, ...]
+    license: str
+    dataset: str
+    paper: dict[str, str]
+    metrics: tuple[dict[str, Any], ...]
+    recipe: dict[str, str]
+    source: str = "occfeat"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def published(self) -> bool:
+        """True when the registry pins a Hub commit and the sha256 of every file."""
+        return self.commit is not None and bool(self.files)
+
+    @property
+    def tag(self) -> str:
+        return self.id.split(".", 1)[1]
+
+    def file(self, path: str) -> FileSpec:
+        for spec in self.files:
+            if spec.path == path:
+                return spec
+        raise UnknownNameError(f"{self.id}: no file {path!r} in the registry entry; files: {[f.path for f in self.files]}.")
+
+    def transforms(self):  # type: ignore[no-untyped-def]
+        """The input pipeline these weights expect (image size, crop, normalisation, intrinsics update)."""
+        from .transforms import CameraTransform
+
+        return CameraTransform(tuple(self.input["image_size"]), tuple(self.input["mean"]), tuple(self.input["std"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
+def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` naming the field when a registry entry is malformed."""
+
+    def fail(message: str) -> None:
+        raise ConfigError(f"weights registry entry {weight_id!r}: {message}")
+
+    if "." not in weight_id or weight_id.split(".", 1)[0] != entry.get("architecture"):
+        fail("the id must be '{architecture}.{tag}' with the entry's architecture as prefix.")
+    missing = [k for k in _REQUIRED if k not in entry]
+    if missing:
+        fail(f"missing field(s) {missing}.")
+    hub = entry["hub"]
+    if not isinstance(hub, dict) or "repo" not in hub or "commit" not in hub:
+        fail("'hub' must be {'repo': 'org/name', 'commit': 40-hex or null}.")
+    if hub["commit"] is not None and not _HEX40.match(str(hub["commit"])):
+        fail(f"hub.commit={hub['commit']!r} is not a 40-hex commit id (pin a commit, never a branch).")
+    if hub["commit"] is not None and not entry["files"]:
+        fail("a pinned commit needs its files with sha256 and size.")
+    for path, spec in entry["files"].items():
+        if not _HEX64.match(str(spec.get("sha256", ""))) or not isinstance(spec.get("size"), int) or spec["size"] <= 0:
+            fail(f"files[{path!r}] needs a 64-hex sha256 and a positive integer size.")
+        if path.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
+            fail(f"files[{path!r}]: weights are safetensors only; pickles are never loaded.")
+    for name in ("image_size", "mean", "std"):
+        if name not in entry["input"]:
+            fail(f"input.{name} is required.")
+    if not isinstance(entry["aliases"], list):
+        fail("'aliases' must be a list.")
+
+
+def _spec(weight_id: str, entry: dict[str, Any], source: str) -> WeightSpec:
+    validate_entry(weight_id, entry)
+    return WeightSpec(
+        id=weight_id,
+        architecture=entry["architecture"],
+        aliases=tuple(entry["aliases"]),
+        repo=entry["hub"]["repo"],
+        commit=entry["hub"]["commit"],
+        files=tuple(FileSpec(p, s["sha256"], s["size"]) for p, s in entry["files"].items()),
+        model_args=dict(entry["model_args"]),
+        input=dict(entry["input"]),
+        classes=dict(entry["classes"]),
+        parts=dict(entry["parts"]),
+        reinit_keys=tuple(entry["reinit_keys"]),
+        license=entry["license"],
+        dataset=entry["dataset"],
+        paper=dict(entry["paper"]),
+        metrics=tuple(entry["metrics"]),
+        recipe=dict(entry["recipe"]),
+        source=source,
+        raw=entry,
+    )
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._specs: dict[str, WeightSpec] | None = None
+        self._extra: list[tuple[dict[str, Any], str]] = []
+
+    def _load(self) -> dict[str, WeightSpec]:
+        if self._specs is None:
+            specs: dict[str, WeightSpec] = {}
+            sources = [(json.loads(resources.files(__package__).joinpath("weights.json").read_text()), "occfeat")]
+            for path in filter(None, os.environ.get(REGISTRY_ENV, "").split(os.pathsep)):
+                sources.append((_read_registry_file(Path(path), f"${REGISTRY_ENV}"), path))
+            for data, source in [*sources, *self._extra]:
+                for weight_id, entry in data.get("weights", {}).items():
+                    specs[weight_id] = _spec(weight_id, entry, source)
+            aliases: dict[str, str] = {}
+            for spec in specs.values():
+                for alias in spec.aliases:
+                    if alias in specs or aliases.get(alias, spec.id) != spec.id:
+                        raise ConfigError(f"weights registry: alias {alias!r} of {spec.id!r} is already a name.")
+                    aliases[alias] = spec.id
+            self._aliases = aliases
+            self._specs = specs
+        return self._specs
+
+    def add(self, data: dict[str, Any], source: str) -> list[str]:
+        for weight_id, entry in data.get("weights", {}).items():
+            validate_entry(weight_id, entry)
+        self._extra.append((data, source))
+        self._specs = None
+        return list(data.get("weights", {}))
+
+    def get(self, name: str) -> WeightSpec:
+        specs = self._load()
+        weight_id = self._aliases.get(name, name)
+        if weight_id not in specs:
+            known = [*specs, *self._aliases]
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise UnknownNameError(
+                f"unknown weights {name!r}.{hint} `occfeat list` shows every id and alias; architectures without "
+                "weights are built with occfeat.create_model(ARCH) or load(ARCH, pretrained=False)."
+            )
+        return specs[weight_id]
+
+    def names(self, pattern: str, include_aliases: bool) -> list[str]:
+        specs = self._load()
+        names = [*specs, *(self._aliases if include_aliases else [])]
+        return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+    def reset(self) -> None:
+        """Forget the cached registry (re-read ``OCCFEAT_REGISTRY``) and every ``register_weights`` call."""
+        self._specs = None
+        self._extra = []
+
+
+def _read_registry_file(path: Path, origin: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"weights registry file {path} (from {origin}) does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"weights registry file {path}: not valid JSON ({exc}).") from exc
+
+
+REGISTRY = _Registry()
+
+
+def register_weights(source: str | Path | dict[str, Any]) -> list[str]:
+    """Add weight entries (a registry JSON file, or its dict ``{"weights": {id: entry}}``); returns the ids added.
+
+    >>> register_weights("my_registry.json")  # doctest: +SKIP
+    ['bevformer-tiny.my-run']
+    """
+    if isinstance(source, dict):
+        return REGISTRY.add(source, "register_weights(dict)")
+    return REGISTRY.add(_read_registry_file(Path(source), "register_weights"), str(source))
+
+
+def list_weights(pattern: str = "*", include_aliases: bool = False) -> list[str]:
+    """Weight ids (and aliases, if asked) matching a shell-style pattern, sorted."""
+    return REGISTRY.names(pattern, include_aliases)
+
+
+def get_weights(name: str) -> WeightSpec:
+    """The ``WeightSpec`` of an id or alias; ``UnknownNameError`` suggests close names otherwise."""
+    return REGISTRY.get(name)

@@ -1,0 +1,135 @@
+"""The zoo through the real huggingface_hub client against occfeat.testing.HubServer on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import occfeat
+from occfeat.testing import HubServer
+from occfeat.zoo.hub import HubError, IntegrityError, WeightsNotCachedError, sha256_file
+from occfeat.zoo.registry import REGISTRY, register_weights
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHT_ID = "simplebev-tiny.hub-test"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A simplebev-tiny saved, committed to a local Hub and registered with its pinned commit and sha256s."""
+    torch.manual_seed(0)
+    model = occfeat.create_model("simplebev-tiny").eval()
+    folder = tmp_path_factory.mktemp("published")
+    occfeat.save_pretrained(model, folder, weight_id=WEIGHT_ID)
+    with HubServer() as hub:
+        hub.create_repo("occfeat-test/simplebev-tiny")
+        files = {name: folder / name for name in ("config.json", "model.safetensors")}
+        commit = hub.commit("occfeat-test/simplebev-tiny", files)
+        entry = json.loads((REPO / "occfeat" / "zoo" / "weights.json").read_text())["weights"]["bevformer-enb0.occfeat-nuscenes"]
+        entry = {
+            **entry, "architecture": "simplebev-tiny", "aliases": ["tiny-hub-test"],
+            "hub": {"repo": "occfeat-test/simplebev-tiny", "commit": commit},
+            "files": {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for name, path in files.items()},
+        }
+        register_weights({"weights": {WEIGHT_ID: entry}})
+        yield hub, model, commit
+    REGISTRY.reset()
+
+
+def test_load_by_alias_and_canonical_id(published, tmp_path):
+    hub, reference, commit = published
+    for name in ("tiny-hub-test", WEIGHT_ID):
+        model = occfeat.load(name, endpoint=hub.endpoint, cache_dir=tmp_path)
+        assert model.load_report.clean
+        assert model.provenance["commit"] == commit and model.provenance["pinned"]
+        assert all(torch.equal(reference.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_cached_pinned_load_sends_no_request(published, tmp_path):
+    hub, _, _ = published
+    occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
+    before = len(hub.request_log)
+    occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert len(hub.request_log) == before
+
+
+def test_offline_with_an_empty_cache_fails_fast_with_the_command(published, tmp_path, monkeypatch):
+    hub, _, _ = published
+    monkeypatch.setenv("OCCFEAT_OFFLINE", "1")
+    before = len(hub.request_log)
+    tic = time.perf_counter()
+    with pytest.raises(WeightsNotCachedError, match=f"occfeat download {WEIGHT_ID}"):
+        occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert time.perf_counter() - tic < 1.0
+    assert len(hub.request_log) == before
+
+
+def test_altered_bytes_raise_and_the_bad_blob_is_moved_aside(published, tmp_path):
+    hub, _, commit = published
+    with hub.corrupted("occfeat-test/simplebev-tiny", "model.safetensors", revision=commit):
+        with pytest.raises(IntegrityError, match="sha256"):
+            occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert list(tmp_path.rglob("*.corrupt-*")), "the bad blob is kept aside for inspection"
+    model = occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)  # the next load fetches it afresh
+    assert model.load_report.clean
+
+
+def test_a_truncated_file_is_caught(published, tmp_path):
+    hub, _, _ = published
+    occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
+    blob = next(p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 100_000
+                and "occfeat" not in p.name)
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IntegrityError, match="truncated"):
+        occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path, local_files_only=True)
+
+
+def test_hub_errors_are_typed_and_clear(published, tmp_path):
+    hub, _, _ = published
+    hub.create_repo("occfeat-test/gated", gated=True)
+    hub.commit("occfeat-test/gated", {"config.json": "{}"})
+    cases = {
+        "hf-hub:occfeat-test/nothing-here": "was not found",
+        "hf-hub:occfeat-test/simplebev-tiny@no-such-branch": "revision 'no-such-branch' does not exist",
+        "hf-hub:occfeat-test/gated": "gated",
+    }
+    for name, message in cases.items():  # token=False: a developer's stored login must not open the gated repo
+        with pytest.raises(HubError, match=message):
+            occfeat.load(name, endpoint=hub.endpoint, cache_dir=tmp_path, token=False)
+    hub.create_repo("occfeat-test/no-weights")
+    hub.commit("occfeat-test/no-weights", {"notes.txt": "x"})
+    with pytest.raises(HubError, match="has no file 'config.json'"):
+        occfeat.load("hf-hub:occfeat-test/no-weights", endpoint=hub.endpoint, cache_dir=tmp_path)
+
+
+def test_a_bundle_loads_with_no_network(published, tmp_path, monkeypatch):
+    hub, reference, _ = published
+    occfeat.download([WEIGHT_ID], bundle=tmp_path / "bundle", endpoint=hub.endpoint, cache_dir=tmp_path / "cache")
+    assert (tmp_path / "bundle" / "occfeat-bundle.json").is_file()
+    assert not any(p.is_symlink() for p in (tmp_path / "bundle").rglob("*"))
+    monkeypatch.setenv("OCCFEAT_WEIGHTS_DIR", str(tmp_path / "bundle"))
+    before = len(hub.request_log)
+    model = occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path / "empty", local_files_only=True)
+    assert len(hub.request_log) == before
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in model.state_dict().items())
+    direct = occfeat.load(f"local-dir:{tmp_path / 'bundle' / WEIGHT_ID}")
+    assert direct.load_report.clean
+
+
+def test_push_to_hub_returns_the_commit_and_hashes_and_loads_back(published, tmp_path, capsys):
+    hub, reference, _ = published
+    result = occfeat.push_to_hub(reference, "occfeat-test/pushed", endpoint=hub.endpoint, token="test-token",
+                                 weight_id="simplebev-tiny.pushed")
+    assert result["commit"] == hub.resolve("occfeat-test/pushed")
+    assert set(result["files"]) == {"config.json", "model.safetensors"}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["weights"]["simplebev-tiny.pushed"]["hub"]["commit"] == result["commit"]
+    served = hub.files("occfeat-test/pushed")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(served)
+    loaded = occfeat.load(f"hf-hub:occfeat-test/pushed@{result['commit']}", endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in loaded.state_dict().items())
