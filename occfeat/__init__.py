@@ -18,6 +18,7 @@ _LAZY = {
     "BEVModelConfig": "occfeat.models",
     "BEVGrid": "occfeat.models",
     "load": "occfeat.zoo.loading",
+    "load_distributed": "occfeat.zoo.loading",
     "LoadReport": "occfeat.zoo.loading",
     "list_weights": "occfeat.zoo.registry",
     "get_weights": "occfeat.zoo.registry",
@@ -32,7 +33,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:
     from .models import BEVGrid, BEVModel, BEVModelConfig, create_model, get_model_config, list_models
     from .zoo.hub import download
-    from .zoo.loading import LoadReport, load
+    from .zoo.loading import LoadReport, load, load_distributed
     from .zoo.publishing import push_to_hub, save_pretrained
     from .zoo.registry import get_weights, list_weights, register_weights
 

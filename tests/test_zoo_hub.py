@@ -133,3 +133,47 @@ def test_push_to_hub_returns_the_commit_and_hashes_and_loads_back(published, tmp
     assert {"config.json", "model.safetensors", "README.md"} <= set(served)
     loaded = occfeat.load(f"hf-hub:occfeat-test/pushed@{result['commit']}", endpoint=hub.endpoint, cache_dir=tmp_path)
     assert all(torch.equal(reference.state_dict()[k], v) for k, v in loaded.state_dict().items())
+
+
+def _rank(rank: int, world: int, init_file: str, endpoint: str, cache: str, entry: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    from occfeat.zoo.loading import load_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    register_weights({"weights": {WEIGHT_ID: entry}})
+    model = load_distributed(WEIGHT_ID, endpoint=endpoint, cache_dir=cache)
+    Path(f"{out}.{rank}").write_text(json.dumps({"clean": model.load_report.clean}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_under_ddp_only_rank_zero_downloads(published, tmp_path):
+    import torch.multiprocessing as mp
+
+    from occfeat.zoo.registry import get_weights
+
+    hub, _, _ = published
+    entry = get_weights(WEIGHT_ID).to_dict()
+    before = [r for r in hub.request_log if r[0] == "GET"]
+    mp.spawn(_rank, args=(2, str(tmp_path / "init"), hub.endpoint, str(tmp_path / "cache"), entry, str(tmp_path / "out")),
+             nprocs=2, join=True)
+    gets = [r for r in hub.request_log if r[0] == "GET"][len(before):]
+    assert sum(path.endswith("model.safetensors") for _, path in gets) == 1
+    for rank in range(2):
+        assert json.loads((tmp_path / f"out.{rank}").read_text())["clean"]
+
+
+def test_cli_download_verify_and_env(published, tmp_path, capsys):
+    from occfeat.cli import main
+
+    hub, _, _ = published
+    cache = str(tmp_path / "cache")
+    assert main(["download", WEIGHT_ID, "--endpoint", hub.endpoint, "--cache-dir", cache, "--bundle", str(tmp_path / "b"), "--json"]) == 0
+    fetched = json.loads(capsys.readouterr().out)
+    assert set(fetched[WEIGHT_ID]) == {"config.json", "model.safetensors"}
+    assert main(["verify", WEIGHT_ID, "--cache-dir", cache, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {WEIGHT_ID: "ok"}
+    assert main(["env", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert {"occfeat", "torch", "huggingface_hub", "hf_cache", "offline", "OCCFEAT_OFFLINE"} <= set(env)

@@ -354,3 +354,19 @@ def _assign(
             fresh.load_state_dict({k[len(prefix) :]: v for k, v in usable.items() if k.startswith(prefix)}, strict=False)
             setattr(model, part, fresh)
     return report
+
+
+def load_distributed(name: str, **kwargs: Any) -> BEVModel:
+    """``load`` under ``torch.distributed``: rank 0 downloads (and verifies) while the other ranks wait at a barrier,
+    then they read the shared cache with ``local_files_only=True`` — one download per cache, not one per GPU.
+    Without an initialised process group it is ``load``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return load(name, **kwargs)
+    if dist.get_rank() == 0:
+        model = load(name, **kwargs)
+    dist.barrier()
+    if dist.get_rank() != 0:
+        model = load(name, **{**kwargs, "local_files_only": True})
+    return model
