@@ -1,0 +1,92 @@
+"""Data throughput: world generation speed, and the loader against the training step it feeds.
+
+    python bench/data.py                          # 4 scenes x 10 samples at the default image size
+    python bench/data.py --scenes 2 --samples-per-scene 5 --skip-step
+
+Prints samples/s of ``generate_world`` at its default image size, samples/s of ``NuScenesBEV`` + ``make_loader`` at
+224x480 (training augmentation on, vehicle/map labels, 5 Lidar sweeps) with 0 and 2 workers, and the ratio of each
+to the training-step rate of ``bevformer-enb0`` at batch 1 (forward + backward + AdamW step, measured in the same
+run). The goal is a ratio >= 2: the loader must never be what a training run waits on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+def loader_rate(world, workers: int, epochs: int) -> float:
+    from occfeat.data import Augmentation, NuScenesBEV, make_loader
+
+    dataset = NuScenesBEV(
+        world.dataroot, world.version, "all", image_size="224x480", augment=Augmentation(), lidar_sweeps=5
+    )
+    loader = make_loader(dataset, batch_size=1, shuffle=True, num_workers=workers, seed=0)
+    next(iter(loader))  # start the workers and warm the devkit's caches
+    tic = time.perf_counter()
+    count = 0
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        for batch in loader:
+            count += batch["images"].shape[0]
+    return count / (time.perf_counter() - tic)
+
+
+def training_step_rate(repeats: int = 3) -> float:
+    import occfeat
+    from occfeat.models.geometry import nuscenes_camera_rig
+
+    model = occfeat.create_model("bevformer-enb0")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    intrinsics, cam_to_ego = nuscenes_camera_rig((224, 480))
+    batch = dict(images=torch.randn(1, 6, 3, 224, 480), intrinsics=intrinsics[None], cam_to_ego=cam_to_ego[None])
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        sum(v.mean() for v in model(**batch).values()).backward()
+        optimizer.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tic)
+    return 1.0 / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=4)
+    parser.add_argument("--samples-per-scene", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the world per loader measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-step", action="store_true", help="do not measure the bevformer-enb0 training step")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from occfeat.data.synthetic import generate_world
+
+    with tempfile.TemporaryDirectory() as folder:
+        tic = time.perf_counter()
+        world = generate_world(folder, scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=0, progress=False)
+        seconds = time.perf_counter() - tic
+        samples = args.scenes * args.samples_per_scene
+        print(f"# torch {torch.__version__}, {args.threads} threads")
+        print("| measurement | samples/s | vs bevformer-enb0 train step |")
+        print("| --- | ---: | ---: |")
+        print(f"| generate_world ({samples} samples, default image size, all sweeps) | {samples / seconds:.2f} | |")
+        step = None if args.skip_step else training_step_rate()
+        for workers in (0, 2):
+            rate = loader_rate(world, workers, args.epochs)
+            ratio = f"{rate / step:.1f}x" if step else "n/a"
+            print(f"| loader 224x480, augmented, 5 Lidar sweeps, {workers} workers | {rate:.2f} | {ratio} |", flush=True)
+        if step:
+            print(f"| bevformer-enb0 training step, batch 1 (fwd + bwd + AdamW) | {step:.3f} | 1.0x |")
+
+
+if __name__ == "__main__":
+    main()

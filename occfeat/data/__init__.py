@@ -1,0 +1,20 @@
+"""nuScenes through nuscenes-devkit: samples, cameras, labels, Lidar, augmentation, low-data subsets.
+``occfeat.data.synthetic`` writes procedural nuScenes-format dataroots that the real devkit reads."""
+
+from .loader import make_loader, seed_worker
+from .nuscenes import IMAGE_PRESETS, Augmentation, NuScenesBEV, collate, open_nuscenes
+from .splits import load_subset, save_subset, scene_names, select_subset
+
+__all__ = [
+    "IMAGE_PRESETS",
+    "Augmentation",
+    "NuScenesBEV",
+    "collate",
+    "load_subset",
+    "make_loader",
+    "open_nuscenes",
+    "save_subset",
+    "scene_names",
+    "seed_worker",
+    "select_subset",
+]

@@ -1,0 +1,311 @@
+"""``NuScenesBEV``: key frames of a nuScenes-format dataroot (real or synthetic) as network-ready samples.
+
+Frames: everything is expressed in the *key-frame ego frame* of LIDAR_TOP, made gravity-aligned (the ego pose's yaw
+only, as BEV labels need): camera extrinsics, boxes, map lookups and Lidar points. The BEV augmentation ``bev_aug``
+maps the raster frame to that ego frame (see ``occfeat.models.geometry``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pyquaternion import Quaternion
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, InputError
+from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from ..models.geometry import NUSCENES_CAMERAS, BEVGrid, image_affine, random_bev_augmentation, update_intrinsics
+from .labels import VehicleBox, rasterize_vehicles, sample_map_mask
+from .splits import load_subset, scene_names, select_subset
+
+# Image sizes (H, W) of the usual recipes, and the small one of the tests and the CPU demo.
+IMAGE_PRESETS: dict[str, tuple[int, int]] = {"224x480": (224, 480), "448x800": (448, 800), "112x240": (112, 240)}
+MAP_LAYERS_FROM_MASK = ("drivable_area",)
+# The nuScenes car around its ego origin (rear axle), metres: Lidar returns inside are the car itself.
+EGO_CAR_XY = ((-1.0, 3.2), (-1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation. Images: one affine warp each (zoom, rotation about the centre, crop jitter), the
+    intrinsics updated to match. BEV: a random rigid ``bev_aug`` applied to labels and network coordinates alike."""
+
+    zoom: tuple[float, float] = (0.95, 1.05)
+    rotation_deg: float = 2.5
+    crop_jitter: float = 0.05  # fraction of the width the crop may slide sideways
+    bev_translation_xy: tuple[float, float] = (30.0, 20.0)
+    bev_yaw_deg: float = 20.0
+
+
+def _pose_matrix(translation: Sequence[float], rotation: Sequence[float], yaw_only: bool = False) -> np.ndarray:
+    """4x4 from a nuScenes (translation, quaternion w x y z); ``yaw_only`` keeps only the rotation about z."""
+    q = Quaternion(rotation)
+    m = np.eye(4)
+    if yaw_only:
+        yaw = q.yaw_pitch_roll[0]
+        m[:3, :3] = Quaternion(axis=[0.0, 0.0, 1.0], angle=yaw).rotation_matrix
+    else:
+        m[:3, :3] = q.rotation_matrix
+    m[:3, 3] = translation
+    return m
+
+
+def image_transform(
+    source_hw: tuple[int, int], target_hw: tuple[int, int], rng: np.random.Generator | None, augment: Augmentation
+) -> np.ndarray:
+    """(3, 3) pixel map from a source image to the network image: resize to the target width (or height), crop the
+    sky rows from the top and the excess columns symmetrically; with ``rng``, random zoom, rotation and crop jitter."""
+    (sh, sw), (th, tw) = source_hw, target_hw
+    scale = max(tw / sw, th / sh)
+    rotation = 0.0
+    jitter = 0.0
+    if rng is not None:
+        scale *= rng.uniform(*augment.zoom)
+        rotation = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
+        jitter = rng.uniform(-augment.crop_jitter, augment.crop_jitter) * tw
+    crop_x = (sw * scale - tw) / 2.0 + jitter
+    crop_y = sh * scale - th
+    center = (sw * scale / 2.0, sh * scale / 2.0)
+    return image_affine(scale, crop_xy=(crop_x, crop_y), rotation_deg=rotation, rotation_center=center).numpy()
+
+
+class NuScenesBEV(Dataset):
+    """Key frames of one split of a nuScenes-format dataroot, with images, calibration, BEV labels and Lidar.
+
+    Args:
+        dataroot: folder holding ``<version>/`` (the tables), ``samples/``, ``sweeps/``, ``maps/``.
+        version: ``v1.0-trainval``, ``v1.0-mini``, or a synthetic world's version.
+        split: ``train`` / ``val`` (``mini_train`` / ``mini_val`` on v1.0-mini; ``train`` / ``val`` work there too),
+            or ``all``.
+        image_size: network image (H, W) or a preset name from ``IMAGE_PRESETS``.
+        grid: the BEV raster of the labels (must match the model's).
+        augment: ``None`` at evaluation; an ``Augmentation`` for training.
+        fraction / count / subset / seed: a low-data subset (see ``occfeat.data.splits``); ``subset`` is a list of
+            sample tokens or the path of a JSON list.
+        lidar_sweeps: 0 for no Lidar; else the key frame plus ``lidar_sweeps - 1`` previous sweeps.
+        map_classes: map layers of the ``map`` label; ``drivable_area`` comes from the map mask every dataroot carries.
+        nusc: an already loaded ``NuScenes`` to share between datasets.
+
+    Items are dicts: ``images`` (N, 3, H, W) normalised, ``intrinsics`` (N, 3, 3), ``cam_to_ego`` (N, 4, 4),
+    ``bev_aug`` (4, 4), ``vehicle`` / ``vehicle_ignore`` / ``center`` (1, Hb, Wb), ``offset`` (2, Hb, Wb),
+    ``map`` (K, Hb, Wb), optional ``lidar`` (P, 5) = ego (x, y, z), intensity, sweep index, and ``sample_token``.
+    """
+
+    def __init__(
+        self,
+        dataroot: str | Path,
+        version: str = "v1.0-trainval",
+        split: str = "train",
+        *,
+        image_size: tuple[int, int] | str = "224x480",
+        grid: BEVGrid | None = None,
+        augment: Augmentation | None = None,
+        fraction: float | None = None,
+        count: int | None = None,
+        subset: Sequence[str] | str | Path | None = None,
+        seed: int = 0,
+        lidar_sweeps: int = 0,
+        map_classes: Sequence[str] = ("drivable_area",),
+        cameras: Sequence[str] = NUSCENES_CAMERAS,
+        nusc: Any = None,
+    ):
+        self.dataroot = Path(dataroot).expanduser()
+        self.version = version
+        self.image_size = IMAGE_PRESETS[image_size] if isinstance(image_size, str) else tuple(image_size)
+        if isinstance(image_size, str) and image_size not in IMAGE_PRESETS:
+            raise ConfigError(f"image_size={image_size!r}: choose a preset from {list(IMAGE_PRESETS)} or give (H, W).")
+        self.grid = grid or BEVGrid()
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.lidar_sweeps = int(lidar_sweeps)
+        self.cameras = tuple(cameras)
+        unsupported = [m for m in map_classes if m not in MAP_LAYERS_FROM_MASK]
+        if unsupported:
+            raise ConfigError(
+                f"map_classes: {unsupported} need the nuScenes map expansion, which occfeat does not read yet; "
+                f"supported: {list(MAP_LAYERS_FROM_MASK)} (from the map mask every dataroot carries)."
+            )
+        self.map_classes = tuple(map_classes)
+        self.nusc = nusc if nusc is not None else open_nuscenes(self.dataroot, version)
+
+        scenes = set(scene_names(self.dataroot / version, version, split))
+        tokens = []
+        for scene in sorted(self.nusc.scene, key=lambda s: s["name"]):
+            if scene["name"] not in scenes:
+                continue
+            token = scene["first_sample_token"]
+            while token:
+                tokens.append(token)
+                token = self.nusc.get("sample", token)["next"]
+        if not tokens:
+            raise InputError(
+                f"split {split!r} of {self.dataroot / version} has no samples: none of its scenes is in this dataroot."
+            )
+        if subset is not None:
+            wanted = load_subset(subset) if isinstance(subset, (str, Path)) else list(subset)
+            missing = sorted(set(wanted) - set(tokens))
+            if missing:
+                raise InputError(f"subset: {len(missing)} sample token(s) are not in split {split!r}, e.g. {missing[0]}.")
+            tokens = [t for t in tokens if t in set(wanted)]
+        elif fraction is not None or count is not None:
+            tokens = select_subset(tokens, fraction=fraction, count=count, seed=seed)
+        self.sample_tokens: list[str] = tokens
+
+    def __len__(self) -> int:
+        return len(self.sample_tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are drawn from (seed, epoch, index): deterministic whatever the number of workers."""
+        self.epoch = epoch
+
+    # ---- geometry ----------------------------------------------------------------------------------------------
+    def _global_to_ego(self, sample: dict) -> np.ndarray:
+        lidar = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        pose = self.nusc.get("ego_pose", lidar["ego_pose_token"])
+        return np.linalg.inv(_pose_matrix(pose["translation"], pose["rotation"], yaw_only=True))
+
+    def _sensor_to_global(self, sample_data: dict) -> np.ndarray:
+        calib = self.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
+        pose = self.nusc.get("ego_pose", sample_data["ego_pose_token"])
+        return _pose_matrix(pose["translation"], pose["rotation"]) @ _pose_matrix(calib["translation"], calib["rotation"])
+
+    def _file(self, sample_data: dict) -> Path:
+        path = self.dataroot / sample_data["filename"]
+        if not path.is_file():
+            raise InputError(
+                f"missing file {path} (sample_data {sample_data['token']}). The dataroot is incomplete: re-extract "
+                "the nuScenes archives (or regenerate the synthetic world) so that samples/ and sweeps/ match the tables."
+            )
+        return path
+
+    # ---- one item -----------------------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        token = self.sample_tokens[index]
+        sample = self.nusc.get("sample", token)
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment is not None else None
+        global_to_ego = self._global_to_ego(sample)
+
+        images, intrinsics, cam_to_ego = [], [], []
+        for camera in self.cameras:
+            record = self.nusc.get("sample_data", sample["data"][camera])
+            image = np.asarray(Image.open(self._file(record)).convert("RGB"))
+            affine = image_transform(image.shape[:2], self.image_size, rng, self.augment or Augmentation())
+            warped = cv2.warpAffine(image, affine[:2], self.image_size[::-1], flags=cv2.INTER_LINEAR)
+            calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+            intrinsics.append(update_intrinsics(torch.tensor(calib["camera_intrinsic"], dtype=torch.float64), torch.from_numpy(affine)))
+            cam_to_ego.append(global_to_ego @ self._sensor_to_global(record))
+            images.append(warped)
+        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+        if self.augment is not None:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            bev_aug = random_bev_augmentation(generator, self.augment.bev_translation_xy, self.augment.bev_yaw_deg)
+        else:
+            bev_aug = torch.eye(4)
+        item: dict[str, Any] = {
+            "images": (pixels - mean) / std,
+            "intrinsics": torch.stack(intrinsics).float(),
+            "cam_to_ego": torch.from_numpy(np.stack(cam_to_ego)).float(),
+            "bev_aug": bev_aug,
+            "sample_token": token,
+        }
+        item.update(self._labels(sample, global_to_ego, bev_aug.double().numpy()))
+        if self.lidar_sweeps:
+            item["lidar"] = torch.from_numpy(self._lidar(sample, global_to_ego))
+        return item
+
+    def _labels(self, sample: dict, global_to_ego: np.ndarray, bev_aug: np.ndarray) -> dict[str, Tensor]:
+        global_to_raster = np.linalg.inv(bev_aug) @ global_to_ego
+        boxes = []
+        for ann_token in sample["anns"]:
+            ann = self.nusc.get("sample_annotation", ann_token)
+            if not ann["category_name"].startswith("vehicle."):
+                continue
+            corners = self.nusc.get_box(ann_token).bottom_corners()  # (3, 4) global
+            corners = global_to_raster[:3, :3] @ corners + global_to_raster[:3, 3:4]
+            boxes.append(VehicleBox(corners[:2].T, int(ann["visibility_token"] or 1)))
+        labels = {k: torch.from_numpy(v) for k, v in rasterize_vehicles(self.grid, boxes).items()}
+
+        # Map: raster cell centres -> ego (bev_aug) -> global, looked up in the log's map mask.
+        log = self.nusc.get("log", self.nusc.get("scene", sample["scene_token"])["log_token"])
+        map_record = self.nusc.get("map", log["map_token"])
+        cells = self.grid.cell_centers(dtype=torch.float64).numpy()  # (H, W, 2)
+        raster_to_global = np.linalg.inv(global_to_raster)
+        xy = cells @ raster_to_global[:2, :2].T + raster_to_global[:2, 3]  # z = 0 plane, flat maps
+        mask = map_record["mask"].mask()
+        layers = [sample_map_mask(mask, xy, map_record["mask"].resolution) for _ in self.map_classes]
+        labels["map"] = torch.from_numpy(np.stack(layers))
+        return labels
+
+    def _lidar(self, sample: dict, global_to_ego: np.ndarray) -> np.ndarray:
+        """Key frame + previous sweeps of LIDAR_TOP in the key-frame ego frame, ego-car returns removed: (P, 5)."""
+        record = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        clouds = []
+        for sweep_index in range(self.lidar_sweeps):
+            points = np.fromfile(self._file(record), dtype=np.float32).reshape(-1, 5)
+            # Drop the car's own returns in this sweep's ego frame, where the car is.
+            calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+            in_sweep_ego = points[:, :3] @ _pose_matrix(calib["translation"], calib["rotation"])[:3, :3].T
+            in_sweep_ego += np.asarray(calib["translation"])
+            (x0, x1), (y0, y1) = EGO_CAR_XY
+            on_car = (in_sweep_ego[:, 0] > x0) & (in_sweep_ego[:, 0] < x1) & (in_sweep_ego[:, 1] > y0) & (in_sweep_ego[:, 1] < y1)
+            to_ego = global_to_ego @ self._sensor_to_global(record)
+            xyz = points[~on_car, :3].astype(np.float64) @ to_ego[:3, :3].T + to_ego[:3, 3]
+            cloud = np.concatenate(
+                [xyz, points[~on_car, 3:4], np.full((len(xyz), 1), sweep_index)], axis=1
+            ).astype(np.float32)
+            clouds.append(cloud)
+            if not record["prev"]:
+                break  # the first frame of a scene has no earlier sweeps
+            record = self.nusc.get("sample_data", record["prev"])
+        return np.concatenate(clouds)
+
+
+def open_nuscenes(dataroot: str | Path, version: str) -> Any:
+    """``nuscenes.NuScenes(version, dataroot)`` with typed errors for the usual mistakes."""
+    dataroot = Path(dataroot).expanduser()
+    if not dataroot.is_dir():
+        raise InputError(
+            f"dataroot {dataroot} does not exist. Point it at the folder holding {version}/, samples/, sweeps/ and "
+            "maps/ (nuScenes extracted in place), or write a synthetic one with `occfeat synth DIR`."
+        )
+    if not (dataroot / version).is_dir():
+        present = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
+        raise InputError(
+            f"version folder {dataroot / version} does not exist; version folders present: {present or 'none'}. "
+            "Pass version= one of them (v1.0-mini, v1.0-trainval, or the synthetic world's version)."
+        )
+    from nuscenes.nuscenes import NuScenes
+
+    return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into the batch dict of ``architecture.md``. Lidar clouds are padded to the largest:
+    ``lidar`` (B, P_max, 5) with ``lidar_valid`` (B, P_max)."""
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == "lidar":
+            longest = max(v.shape[0] for v in values)
+            padded = values[0].new_zeros(len(values), longest, values[0].shape[1])
+            valid = torch.zeros(len(values), longest, dtype=torch.bool)
+            for i, v in enumerate(values):
+                padded[i, : v.shape[0]] = v
+                valid[i, : v.shape[0]] = True
+            batch["lidar"], batch["lidar_valid"] = padded, valid
+        elif isinstance(values[0], Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
