@@ -163,3 +163,20 @@ def test_missing_image_or_lidar_file_is_named(tmp_path, synthetic_world):
     lidar.unlink()
     with pytest.raises(InputError, match=f"missing file {lidar}"):
         data[0]
+
+
+def test_vehicle_raster_matches_the_annotated_footprints(synthetic_world, dataset):
+    wide = BEVGrid(x_range=(-60.0, 60.0), y_range=(-60.0, 60.0), resolution=0.5)  # every annotation (<= 55 m) fits
+    data = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", image_size="112x240", grid=wide,
+                       nusc=dataset.nusc)
+    footprint = raster = 0.0
+    for index in range(len(data)):
+        item = data[index]
+        sample = data.nusc.get("sample", data.sample_tokens[index])
+        sizes = [data.nusc.get("sample_annotation", a)["size"] for a in sample["anns"]
+                 if data.nusc.get("sample_annotation", a)["category_name"].startswith("vehicle.")]
+        footprint += sum(w * l for w, l, _ in sizes)
+        raster += float(item["vehicle"].sum()) * wide.resolution**2
+        assert ((item["vehicle_ignore"] > 0) <= (item["vehicle"] > 0)).all(), "ignored cells are vehicle cells"
+    assert footprint > 100.0
+    assert raster == pytest.approx(footprint, rel=0.05)

@@ -87,6 +87,18 @@ def test_save_pretrained_then_local_dir_is_bit_exact(saved):
     reference = model.state_dict()
     assert all(torch.equal(reference[k], v) for k, v in loaded.state_dict().items())
     assert "simplebev-tiny" in (folder / "README.md").read_text()
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        assert handle.metadata()["architecture"] == "simplebev-tiny"
+
+
+def test_card_verb_prints_a_model_card(capsys):
+    from occfeat.cli import main
+
+    assert main(["card", "bevformer-enb0-occfeat", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)["card"]
+    assert card.startswith("---") and "library_name: occfeat" in card and "paper" in card
 
 
 def test_num_classes_reinitialises_the_map_head_and_says_so(saved):
