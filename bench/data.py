@@ -12,11 +12,11 @@ run). The goal is a ratio >= 2: the loader must never be what a training run wai
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
 import torch
+from timing import median_seconds
 
 
 def loader_rate(world, workers: int, epochs: int) -> float:
@@ -50,13 +50,7 @@ def training_step_rate(repeats: int = 3) -> float:
         sum(v.mean() for v in model(**batch).values()).backward()
         optimizer.step()
 
-    step()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - tic)
-    return 1.0 / statistics.median(times)
+    return 1.0 / median_seconds(step, repeats)
 
 
 def main() -> None:
