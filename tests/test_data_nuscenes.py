@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -180,3 +181,55 @@ def test_vehicle_raster_matches_the_annotated_footprints(synthetic_world, datase
         assert ((item["vehicle_ignore"] > 0) <= (item["vehicle"] > 0)).all(), "ignored cells are vehicle cells"
     assert footprint > 100.0
     assert raster == pytest.approx(footprint, rel=0.05)
+
+
+def write_map_expansion(path, location, crossing_xy, divider_xy):
+    """A minimal nuScenes map expansion (v1.3 schema): one pedestrian crossing polygon and one lane divider line."""
+    nodes = [{"token": f"n{i}", "x": float(x), "y": float(y)} for i, (x, y) in enumerate([*crossing_xy, *divider_xy])]
+    layers = {name: [] for name in ("drivable_area", "road_segment", "road_block", "lane", "walkway", "stop_line",
+                                    "carpark_area", "road_divider", "traffic_light", "lane_connector")}
+    document = {
+        "version": "1.3", "canvas_edge": [3000.0, 3000.0], "node": nodes,
+        "polygon": [{"token": "p0", "exterior_node_tokens": [f"n{i}" for i in range(len(crossing_xy))], "holes": []}],
+        "line": [{"token": "l0", "node_tokens": [f"n{i}" for i in range(len(crossing_xy), len(nodes))]}],
+        **layers,
+        "ped_crossing": [{"token": "c0", "polygon_token": "p0", "road_segment_token": None}],
+        "lane_divider": [{"token": "d0", "line_token": "l0", "lane_divider_segments": []}],
+        "arcline_path_3": {}, "connectivity": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+
+
+def test_map_expansion_layers_are_rasterised_in_the_ego_frame(tmp_path, synthetic_world):
+    root = tmp_path / "with-expansion"
+    shutil.copytree(synthetic_world.dataroot, root)
+    logs_path = root / synthetic_world.version / "log.json"
+    logs = json.loads(logs_path.read_text())
+    for log in logs:
+        log["location"] = "boston-seaport"  # the devkit knows only the four nuScenes map names
+    logs_path.write_text(json.dumps(logs))
+    plain = NuScenesBEV(root, synthetic_world.version, "all", image_size="112x240", grid=GRID)
+    to_global = np.linalg.inv(plain._global_to_ego(plain.nusc.get("sample", plain.sample_tokens[0])))
+    # In the first sample's ego frame: a 4 m x 8 m crossing 10 m ahead, a 20 m divider 5 m to the left.
+    crossing = [(8.0, -4.0), (12.0, -4.0), (12.0, 4.0), (8.0, 4.0)]
+    divider = [(-10.0, 5.1), (10.0, 5.1)]
+    to_global_xy = lambda pts: [tuple(to_global[:2, :2] @ np.array(p) + to_global[:2, 3]) for p in pts]  # noqa: E731
+    write_map_expansion(root / "maps" / "expansion" / "boston-seaport.json", "boston-seaport",
+                        to_global_xy(crossing), to_global_xy(divider))
+    data = NuScenesBEV(root, synthetic_world.version, "all", image_size="112x240", grid=GRID,
+                       map_classes=("drivable_area", "ped_crossing", "lane_divider"), nusc=plain.nusc)
+    layers = data[0]["map"]
+    assert layers.shape == (3, *GRID.shape)
+    crossing_cells = layers[1].nonzero().float()
+    assert layers[1].sum() * GRID.resolution**2 == pytest.approx(32.0, rel=0.1)
+    torch.testing.assert_close(crossing_cells.mean(0), GRID.metric_to_cell(torch.tensor([10.0, 0.0])), atol=0.6, rtol=0)
+    divider_rows, divider_cols = layers[2].nonzero().unbind(1)
+    assert layers[2].sum() == pytest.approx(20.0 / GRID.resolution, rel=0.15)
+    assert divider_cols.float().mean() == pytest.approx(float(GRID.metric_to_cell(torch.tensor([0.0, 5.1]))[1]), abs=0.6)
+
+
+def test_missing_map_expansion_is_named(synthetic_world, dataset):
+    with pytest.raises(InputError, match="map expansion.*expansion"):
+        NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", map_classes=("lane_divider",),
+                    nusc=dataset.nusc)

@@ -28,6 +28,9 @@ from .splits import load_subset, scene_names, select_subset
 # Image sizes (H, W) of the usual recipes, and the small one of the tests and the CPU demo.
 IMAGE_PRESETS: dict[str, tuple[int, int]] = {"224x480": (224, 480), "448x800": (448, 800), "112x240": (112, 240)}
 MAP_LAYERS_FROM_MASK = ("drivable_area",)
+# Layers read from the nuScenes map expansion (maps/expansion/<location>.json, v1.3+) when it is installed.
+MAP_EXPANSION_POLYGONS = ("road_segment", "lane", "ped_crossing", "walkway", "stop_line", "carpark_area")
+MAP_EXPANSION_LINES = ("road_divider", "lane_divider")
 # The nuScenes car around its ego origin (rear axle), metres: Lidar returns inside are the car itself.
 EGO_CAR_XY = ((-1.0, 3.2), (-1.0, 1.0))
 
@@ -127,14 +130,16 @@ class NuScenesBEV(Dataset):
         self.epoch = 0
         self.lidar_sweeps = int(lidar_sweeps)
         self.cameras = tuple(cameras)
-        unsupported = [m for m in map_classes if m not in MAP_LAYERS_FROM_MASK]
-        if unsupported:
-            raise ConfigError(
-                f"map_classes: {unsupported} need the nuScenes map expansion, which occfeat does not read yet; "
-                f"supported: {list(MAP_LAYERS_FROM_MASK)} (from the map mask every dataroot carries)."
-            )
+        known = (*MAP_LAYERS_FROM_MASK, *MAP_EXPANSION_POLYGONS, *MAP_EXPANSION_LINES)
+        unknown = [m for m in map_classes if m not in known]
+        if unknown:
+            raise ConfigError(f"map_classes: unknown layer(s) {unknown}; choose from {list(known)}.")
         self.map_classes = tuple(map_classes)
         self.nusc = nusc if nusc is not None else open_nuscenes(self.dataroot, version)
+        self._expansions: dict[str, Any] = {}
+        if any(m not in MAP_LAYERS_FROM_MASK for m in self.map_classes):
+            for log in self.nusc.log:
+                self._map_expansion(log["location"])  # fail now, with the fix, rather than in a worker later
 
         scenes = set(scene_names(self.dataroot / version, version, split))
         tokens = []
@@ -242,10 +247,50 @@ class NuScenesBEV(Dataset):
         cells = self.grid.cell_centers(dtype=torch.float64).numpy()  # (H, W, 2)
         raster_to_global = np.linalg.inv(global_to_raster)
         xy = cells @ raster_to_global[:2, :2].T + raster_to_global[:2, 3]  # z = 0 plane, flat maps
-        mask = map_record["mask"].mask()
-        layers = [sample_map_mask(mask, xy, map_record["mask"].resolution) for _ in self.map_classes]
+        layers = []
+        for name in self.map_classes:
+            if name in MAP_LAYERS_FROM_MASK:
+                layers.append(sample_map_mask(map_record["mask"].mask(), xy, map_record["mask"].resolution))
+            else:
+                layers.append(self._expansion_layer(log["location"], name, xy))
         labels["map"] = torch.from_numpy(np.stack(layers))
         return labels
+
+    def _map_expansion(self, location: str) -> Any:
+        """The devkit's ``NuScenesMap`` of a location, loaded once."""
+        if location not in self._expansions:
+            path = self.dataroot / "maps" / "expansion" / f"{location}.json"
+            if not path.is_file():
+                raise InputError(
+                    f"map_classes {list(self.map_classes)} need the nuScenes map expansion, but {path} does not exist. "
+                    "Download 'Map expansion' (v1.3) from nuscenes.org and extract it into the dataroot's maps/, or "
+                    f"use map_classes={list(MAP_LAYERS_FROM_MASK)}."
+                )
+            from nuscenes.map_expansion.map_api import NuScenesMap
+
+            self._expansions[location] = NuScenesMap(dataroot=str(self.dataroot), map_name=location)
+        return self._expansions[location]
+
+    def _expansion_layer(self, location: str, layer: str, xy: np.ndarray) -> np.ndarray:
+        """1.0 at the raster cells (global centres ``xy`` (H, W, 2)) whose centre lies in a polygon of ``layer``, or
+        within half a cell of one of its lines."""
+        import shapely
+
+        nusc_map = self._map_expansion(location)
+        lo, hi = xy.reshape(-1, 2).min(axis=0), xy.reshape(-1, 2).max(axis=0)
+        tokens = nusc_map.get_records_in_patch((lo[0], lo[1], hi[0], hi[1]), [layer], mode="intersect")[layer]
+        records = [nusc_map.get(layer, token) for token in tokens]
+        if layer in MAP_EXPANSION_LINES:
+            shapes = [nusc_map.extract_line(r["line_token"]) for r in records]
+        else:
+            shapes = [nusc_map.extract_polygon(r["polygon_token"]) for r in records]
+        mask = np.zeros(xy.shape[:2], bool)
+        for shape in shapes:
+            if layer in MAP_EXPANSION_LINES:
+                mask |= shapely.dwithin(shape, shapely.points(xy[..., 0], xy[..., 1]), self.grid.resolution / 2)
+            else:
+                mask |= shapely.contains_xy(shape, xy[..., 0], xy[..., 1])
+        return mask.astype(np.float32)
 
     def _lidar(self, sample: dict, global_to_ego: np.ndarray) -> np.ndarray:
         """Key frame + previous sweeps of LIDAR_TOP in the key-frame ego frame, ego-car returns removed: (P, 5)."""
