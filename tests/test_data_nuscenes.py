@@ -233,3 +233,21 @@ def test_missing_map_expansion_is_named(synthetic_world, dataset):
     with pytest.raises(InputError, match="map expansion.*expansion"):
         NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", map_classes=("lane_divider",),
                     nusc=dataset.nusc)
+
+
+def test_corruption_applies_to_the_dataset_images(synthetic_world, dataset):
+    crashed = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", image_size="112x240", grid=GRID,
+                          corruption=("CameraCrash", 2), nusc=dataset.nusc)
+    from occfeat.data import corruptions
+
+    token = crashed.sample_tokens[0]
+    blanked = corruptions.blanked_cameras("CameraCrash", 2, seed=0, sample_key=token, num_cameras=6)
+    clean, broken = dataset[0]["images"], crashed[0]["images"]
+    black = (torch.zeros(3) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    for camera in range(6):
+        if camera in blanked:
+            torch.testing.assert_close(broken[camera], black.view(3, 1, 1).expand_as(broken[camera]))
+        else:
+            assert torch.equal(broken[camera], clean[camera])
+    with pytest.raises(ConfigError, match="corruption"):
+        NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", corruption=("Rain", 1), nusc=dataset.nusc)

@@ -1,11 +1,16 @@
 """nuScenes through nuscenes-devkit: samples, cameras, labels, Lidar, augmentation, low-data subsets.
 ``occfeat.data.synthetic`` writes procedural nuScenes-format dataroots that the real devkit reads."""
 
+from .corruptions import CORRUPTIONS, SEVERITIES, apply_corruption, corruption_table
 from .loader import make_loader, seed_worker
 from .nuscenes import IMAGE_PRESETS, Augmentation, NuScenesBEV, collate, open_nuscenes
 from .splits import load_subset, save_subset, scene_names, select_subset
 
 __all__ = [
+    "CORRUPTIONS",
+    "SEVERITIES",
+    "apply_corruption",
+    "corruption_table",
     "IMAGE_PRESETS",
     "Augmentation",
     "NuScenesBEV",

@@ -93,7 +93,9 @@ class NuScenesBEV(Dataset):
         fraction / count / subset / seed: a low-data subset (see ``occfeat.data.splits``); ``subset`` is a list of
             sample tokens or the path of a JSON list.
         lidar_sweeps: 0 for no Lidar; else the key frame plus ``lidar_sweeps - 1`` previous sweeps.
-        map_classes: map layers of the ``map`` label; ``drivable_area`` comes from the map mask every dataroot carries.
+        map_classes: map layers of the ``map`` label; ``drivable_area`` comes from the map mask every dataroot carries,
+            the others from the nuScenes map expansion.
+        corruption: ``(name, severity)`` of a nuScenes-C corruption applied to the images (evaluation).
         nusc: an already loaded ``NuScenes`` to share between datasets.
 
     Items are dicts: ``images`` (N, 3, H, W) normalised, ``intrinsics`` (N, 3, 3), ``cam_to_ego`` (N, 4, 4),
@@ -117,6 +119,7 @@ class NuScenesBEV(Dataset):
         lidar_sweeps: int = 0,
         map_classes: Sequence[str] = ("drivable_area",),
         cameras: Sequence[str] = NUSCENES_CAMERAS,
+        corruption: tuple[str, int] | None = None,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
@@ -130,6 +133,13 @@ class NuScenesBEV(Dataset):
         self.epoch = 0
         self.lidar_sweeps = int(lidar_sweeps)
         self.cameras = tuple(cameras)
+        if corruption is not None:
+            from .corruptions import CORRUPTIONS, SEVERITIES
+
+            name, severity = corruption
+            if name not in CORRUPTIONS or severity not in SEVERITIES:
+                raise ConfigError(f"corruption={corruption!r}: choose a name from {list(CORRUPTIONS)} and a severity in {list(SEVERITIES)}.")
+        self.corruption = corruption
         known = (*MAP_LAYERS_FROM_MASK, *MAP_EXPANSION_POLYGONS, *MAP_EXPANSION_LINES)
         unknown = [m for m in map_classes if m not in known]
         if unknown:
@@ -209,6 +219,10 @@ class NuScenesBEV(Dataset):
             cam_to_ego.append(global_to_ego @ self._sensor_to_global(record))
             images.append(warped)
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.corruption is not None:  # nuScenes-C, on the network's image, deterministic per (seed, sample)
+            from .corruptions import apply_corruption
+
+            pixels = apply_corruption(pixels, *self.corruption, seed=self.seed, sample_key=token)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
