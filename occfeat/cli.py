@@ -125,6 +125,61 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune.training import finetune
+
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers)) if v is not None}
+    result = finetune(
+        args.model, dataroot=args.dataroot, version=args.version, out_dir=args.out, fraction=args.fraction,
+        count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
+        freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides,
+    )
+    print(result.summary())
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data import NuScenesBEV
+    from .finetune.evaluation import evaluate_corruptions, evaluate_model, write_report
+    from .finetune.training import load_for_finetuning
+
+    model = load_for_finetuning(args.model).to(args.device)
+    config = model.config
+
+    def dataset(corruption):  # type: ignore[no-untyped-def]
+        data = NuScenesBEV(args.dataroot, args.version, args.split, image_size=config.image_size, grid=config.grid,
+                           map_classes=config.map_classes, corruption=corruption, seed=args.seed)
+        if args.samples:
+            data.sample_tokens = data.sample_tokens[: args.samples]
+        return data
+
+    out = Path(args.out)
+    options = dict(batch_size=args.batch_size, device=args.device, progress=True)
+    if args.corruption == "all":
+        results, table = evaluate_corruptions(model, dataset, **options)
+        (out / "corruptions.md").parent.mkdir(parents=True, exist_ok=True)
+        (out / "corruptions.md").write_text(table + "\n")
+        report = write_report(results, out / "eval.json", model=args.model, split=args.split)
+        print(table)
+    else:
+        corruption = (args.corruption, args.severity) if args.corruption else None
+        results = evaluate_model(model, dataset(corruption), pictures=args.pictures, picture_dir=out / "pictures", **options)
+        report = write_report(results, out / "eval.json", model=args.model, split=args.split, corruption=corruption)
+    scores = results.get("clean", results)
+    print(f"occfeat evaluate: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}; report {report}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .finetune.training import export_run
+
+    hashes = export_run(args.run, args.out, which=args.which)
+    print(f"occfeat export: {args.run} -> {args.out} ({', '.join(hashes)}); load with occfeat.load('local-dir:{args.out}')")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -198,6 +253,44 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     card.add_argument("--out", default=None, help="write DIR/<id>/README.md + config.json for these ids (all if none)")
     card.add_argument("--json", action="store_true")
     card.set_defaults(func=_cmd_card)
+
+    data_options = argparse.ArgumentParser(add_help=False)
+    data_options.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real, or `occfeat synth DIR`)")
+    data_options.add_argument("--version", default="v1.0-trainval", help="table folder (v1.0-trainval, v1.0-mini, v1.0-synthetic)")
+    data_options.add_argument("--device", default="auto" if selected == "finetune" else "cpu")
+    data_options.add_argument("--seed", type=int, default=0)
+
+    tune = verbs.add_parser("finetune", parents=[data_options], help="fine-tune a model on a labelled fraction")
+    tune.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH, or an architecture (from scratch)")
+    tune.add_argument("--out", required=True, help="run folder (checkpoints, logs; resumed when it exists)")
+    tune.add_argument("--fraction", type=float, default=None, help="labelled fraction of the train split, e.g. 0.01")
+    tune.add_argument("--count", type=int, default=None, help="or a number of labelled samples")
+    tune.add_argument("--subset", default=None, help="or a JSON list of sample tokens")
+    tune.add_argument("--recipe", default="nuscenes-224x480", help="nuscenes-224x480 | nuscenes-448x800 | cpu-tiny")
+    tune.add_argument("--steps", type=int, default=None, help="override the recipe's schedule")
+    tune.add_argument("--lr", type=float, default=None)
+    tune.add_argument("--batch-size", type=int, default=None, help="global batch")
+    tune.add_argument("--num-workers", type=int, default=None)
+    tune.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N val samples only")
+    tune.add_argument("--freeze", nargs="*", default=[], help="parts to keep frozen, e.g. backbone neck")
+    tune.set_defaults(func=_cmd_finetune)
+
+    evaluation = verbs.add_parser("evaluate", parents=[data_options], help="IoU on a split, optionally corrupted")
+    evaluation.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH")
+    evaluation.add_argument("--split", default="val")
+    evaluation.add_argument("--out", default="outputs/evaluate")
+    evaluation.add_argument("--corruption", default=None, help="a nuScenes-C corruption name, or 'all' for the table")
+    evaluation.add_argument("--severity", type=int, default=1)
+    evaluation.add_argument("--samples", type=int, default=None, help="first N samples only")
+    evaluation.add_argument("--batch-size", type=int, default=4)
+    evaluation.add_argument("--pictures", type=int, default=4)
+    evaluation.set_defaults(func=_cmd_evaluate)
+
+    export = verbs.add_parser("export", help="a fine-tuning run -> a save_pretrained folder (occfeat.load local-dir:)")
+    export.add_argument("run")
+    export.add_argument("--out", required=True)
+    export.add_argument("--which", choices=("best", "latest"), default="best")
+    export.set_defaults(func=_cmd_export)
 
     _add_lazy_verbs(verbs, selected)
 

@@ -47,3 +47,34 @@ def save_bev_panels(panels: dict[str, np.ndarray], path: str | Path, scale: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     out.save(path)
     return path
+
+
+def overlay_errors(probability: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+                   ignore: np.ndarray | torch.Tensor | None = None, threshold: float = 0.5) -> np.ndarray:
+    """(H, W) -> (H, W, 3) uint8: true positives green, false positives red, false negatives blue, ignored grey."""
+    to_np = lambda t: t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, float)  # noqa: E731
+    predicted, truth = to_np(probability) >= threshold, to_np(target) > 0.5
+    rgb = np.full(predicted.shape + (3,), 255, np.uint8)
+    rgb[predicted & truth] = (40, 170, 60)
+    rgb[predicted & ~truth] = (220, 50, 40)
+    rgb[~predicted & truth] = (40, 90, 220)
+    if ignore is not None:
+        rgb[to_np(ignore) > 0.5] = (170, 170, 170)
+    return rgb
+
+
+def save_prediction_png(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], index: int,
+                        path: str | Path) -> Path:
+    """One sample's BEV predictions over its labels: vehicle probability and errors, map probability and errors."""
+    vehicle = torch.sigmoid(outputs["vehicle"][index, 0].float())
+    panels = {
+        "vehicle label": colorize(batch["vehicle"][index, 0], 0, 1),
+        "vehicle probability": colorize(vehicle, 0, 1),
+        "vehicle: TP green, FP red, FN blue": overlay_errors(vehicle, batch["vehicle"][index, 0],
+                                                             batch.get("vehicle_ignore", batch["vehicle"] * 0)[index, 0]),
+    }
+    if "map" in outputs and "map" in batch:
+        drivable = torch.sigmoid(outputs["map"][index, 0].float())
+        panels["map probability"] = colorize(drivable, 0, 1)
+        panels["map: TP green, FP red, FN blue"] = overlay_errors(drivable, batch["map"][index, 0])
+    return save_bev_panels(panels, path, scale=max(1, 400 // int(vehicle.shape[-1])))

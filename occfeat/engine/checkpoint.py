@@ -1,0 +1,166 @@
+"""Checkpoints on disk: atomic writes, one folder per saved step, tensors in safetensors.
+
+Layout of a run's ``out_dir``::
+
+    checkpoints/step-00001200/      one training state, complete or absent (written as a hidden folder, renamed)
+        model.safetensors           the model's state dict (unwrapped): ``occfeat.load(..., checkpoint=...)`` reads it
+        state.safetensors           every other tensor: extra modules, optimizer moments, RNG states
+        state.pt                    the rest (step, data position, scheduler, scaler, config, ...): plain python
+                                    values, each tensor replaced by the name of its entry in state.safetensors
+    best.safetensors                the model's state dict at the best evaluation (metadata: step, metric, value)
+
+``state.pt`` is read with ``torch.load(..., weights_only=True)``, which refuses anything but plain containers,
+numbers, strings and tensors: a checkpoint never runs code.
+
+Why a folder renamed into place: a process killed mid-write (SIGKILL, power loss) leaves only a hidden
+``.step-*.tmp-*`` folder, which is ignored and removed later, so the newest ``step-*`` folder is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+TENSORS_FILE = "state.safetensors"
+STATE_FILE = "state.pt"
+BEST_FILE = "best.safetensors"
+_STEP_DIR = re.compile(r"step-(\d+)")
+_TENSOR_REF = "__tensor__"  # {"__tensor__": key} stands for state.safetensors[key] in state.pt
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Create or replace ``path`` with what ``write(tmp_path)`` writes, so that ``path`` is always either the old
+    file or the complete new one: the temporary file lives in the same folder (a rename across file systems is not
+    atomic), is flushed to disk, then renamed over ``path``.
+
+    >>> atomic_write("out/notes.txt", lambda tmp: tmp.write_text("done"))  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent)
+
+
+def step_dir(root: str | Path, step: int) -> Path:
+    """``root/checkpoints/step-XXXXXXXX``: zero-padded so that names sort like steps."""
+    return Path(root) / CHECKPOINTS_DIR / f"step-{step:08d}"
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """The complete checkpoint folders under ``root``, oldest first."""
+    folder = Path(root) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint folder under ``root``, or None."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _split_tensors(tree: Any, key: str, tensors: dict[str, Tensor]) -> Any:
+    """``tree`` with each tensor moved into ``tensors`` (under its path in the tree) and replaced by a reference."""
+    if isinstance(tree, Tensor):
+        tensors[key] = tree.detach().cpu().contiguous()
+        return {_TENSOR_REF: key}
+    if isinstance(tree, dict):
+        return {k: _split_tensors(v, f"{key}/{k}", tensors) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_split_tensors(v, f"{key}/{i}", tensors) for i, v in enumerate(tree))
+    return tree
+
+
+def _join_tensors(tree: Any, tensors: dict[str, Tensor]) -> Any:
+    """The inverse of ``_split_tensors``."""
+    if isinstance(tree, dict):
+        if tree.keys() == {_TENSOR_REF}:
+            return tensors[tree[_TENSOR_REF]]
+        return {k: _join_tensors(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_join_tensors(v, tensors) for v in tree)
+    return tree
+
+
+def _model_tensors(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+
+
+def save_checkpoint(folder: str | Path, model_state: dict[str, Tensor], state: dict[str, Any]) -> Path:
+    """Write a checkpoint folder (``step_dir``): the model's state dict and a nested ``state`` of python values and
+    tensors. The folder appears complete or not at all. Returns ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        save_file(_model_tensors(model_state), str(tmp / MODEL_FILE))
+        tensors: dict[str, Tensor] = {}
+        skeleton = _split_tensors(state, "state", tensors)
+        save_file(tensors, str(tmp / TENSORS_FILE))
+        torch.save(skeleton, tmp / STATE_FILE)
+        for name in (MODEL_FILE, TENSORS_FILE, STATE_FILE):
+            _fsync(tmp / name)
+        _fsync(tmp)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(folder.parent)
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read what ``save_checkpoint`` wrote: ``(model_state, state)``, tensors on the CPU."""
+    folder = Path(folder)
+    model_state = load_file(str(folder / MODEL_FILE))
+    skeleton = torch.load(folder / STATE_FILE, weights_only=True)
+    return model_state, _join_tensors(skeleton, load_file(str(folder / TENSORS_FILE)))
+
+
+def save_weights(path: str | Path, model_state: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write a model's state dict to one safetensors file, atomically (``best.safetensors``)."""
+    tensors = _model_tensors(model_state)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoint folders, and leftovers of interrupted writes. Each folder is
+    first renamed to a hidden name, so that a kill during deletion never leaves a partial ``step-*`` folder."""
+    folder = Path(root) / CHECKPOINTS_DIR
+    if folder.is_dir():
+        for leftover in folder.glob(".step-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    for old in list_checkpoints(root)[:-keep]:
+        trash = folder / f".{old.name}.trash"
+        os.rename(old, trash)
+        shutil.rmtree(trash)

@@ -1,0 +1,85 @@
+"""Where a run reports on rank 0: ``metrics.jsonl``, TensorBoard scalars and a tqdm progress bar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .checkpoint import atomic_write
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class RunLog:
+    """One JSON object per line in ``out_dir/metrics.jsonl`` (``{"step": ..., "loss": ..., ...}``), the same values
+    as TensorBoard scalars under ``out_dir/tensorboard``, and a progress bar counted in steps.
+
+    A resumed run starts at ``start_step``: the lines and events a killed run wrote after its last checkpoint are
+    dropped, so that the log reads as one uninterrupted run. On processes other than rank 0 (``enabled=False``)
+    every method does nothing.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        progress: bool,
+        tensorboard: bool,
+    ):
+        self.path = out_dir / METRICS_FILE
+        self._enabled = enabled
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # checked on every rank, so that all of them stop, not only rank 0
+                raise ConfigError(
+                    "TrainConfig.tensorboard=True: the tensorboard package is not installed. Install it "
+                    "(`pip install tensorboard`) or set tensorboard=False."
+                ) from exc
+        if not enabled:
+            return
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+        self._file = self.path.open("a")
+        self._writer = (
+            SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
+            if tensorboard
+            else None
+        )
+        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress)
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        """One line of ``metrics.jsonl``; numeric values also go to TensorBoard."""
+        if not self._enabled:
+            return
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and name != "time":
+                    self._writer.add_scalar(name, value, step)
+
+    def advance(self, postfix: dict[str, float] | None = None) -> None:
+        """One more step on the progress bar, showing ``postfix`` when given."""
+        if not self._enabled:
+            return
+        self._bar.update(1)
+        if postfix:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if not self._enabled:
+            return
+        self._bar.close()
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,195 @@
+"""``finetune``: a zoo model (or an architecture from scratch) trained on a labelled fraction of a nuScenes-format
+dataroot with the shared engine, evaluated on the validation split, exportable to the zoo.
+
+One command from a laptop CPU to many GPUs::
+
+    occfeat finetune simplebev-tiny --dataroot data/world --version v1.0-synthetic --recipe cpu-tiny
+    torchrun --standalone --nproc_per_node 8 -m occfeat finetune bevformer-enb0-occfeat \\
+        --dataroot /data/nuscenes --fraction 0.01 --recipe nuscenes-224x480 --out runs/bevformer-1pct
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..data import Augmentation, NuScenesBEV, make_loader, save_subset
+from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils
+from ..errors import ConfigError
+from ..models import BEVModel, list_models
+from .evaluation import evaluate_model, write_report
+from .freezing import freeze, param_groups
+from .losses import SegmentationLoss
+from .recipes import FinetuneRecipe, get_recipe, schedule_steps
+
+RUN_FILE = "run.json"
+
+
+class _ModelWithLoss(nn.Module):
+    """The network and its loss as one module, so DDP sees (and synchronises) the learned loss weights too."""
+
+    def __init__(self, model: BEVModel, loss: SegmentationLoss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        outputs = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])
+        return self.loss(outputs, batch)
+
+
+@dataclass
+class FinetuneResult:
+    model: BEVModel  # the trained network (its last step; the best one is best.safetensors in run_dir)
+    train: TrainResult
+    metrics: dict[str, float]
+    run_dir: Path
+    steps: int
+    train_samples: int
+
+    def summary(self) -> str:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
+        return f"finetune: {self.train_samples} labelled samples, {self.steps} steps; val {scores}; run {self.run_dir}"
+
+
+def load_for_finetuning(name: str | BEVModel, **load_kwargs: Any) -> BEVModel:
+    """A zoo name / ``hf-hub:`` / ``local-dir:`` loads weights; a bare architecture name trains from scratch."""
+    from ..zoo.loading import load
+
+    if isinstance(name, BEVModel):
+        return name
+    pretrained = name not in list_models()
+    return load(name, pretrained=pretrained, **load_kwargs)
+
+
+def finetune(
+    model: str | BEVModel,
+    *,
+    dataroot: str | Path,
+    out_dir: str | Path,
+    version: str = "v1.0-trainval",
+    train_split: str = "train",
+    val_split: str = "val",
+    fraction: float | None = None,
+    count: int | None = None,
+    subset: Sequence[str] | str | Path | None = None,
+    recipe: str | FinetuneRecipe = "nuscenes-224x480",
+    max_steps: int | None = None,
+    val_samples: int | None = None,
+    freeze_parts: Sequence[str] = (),
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    recipe_overrides: dict[str, Any] | None = None,
+    load_kwargs: dict[str, Any] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` on a labelled subset and evaluate it; resumes when ``out_dir`` holds a checkpoint.
+
+    Args:
+        model: a weight id/alias, ``hf-hub:...``, ``local-dir:...``, an architecture (from scratch), or a model.
+        fraction / count / subset: the labelled subset of ``train_split`` (nested and seeded, see
+            ``occfeat.data.splits``); the tokens used are written to ``out_dir/subset.json``.
+        recipe: a name from ``RECIPES`` or a ``FinetuneRecipe``; ``recipe_overrides`` change single fields.
+        max_steps: overrides the recipe's schedule rule (``schedule_steps``).
+        val_samples: evaluate on the first N validation samples only (quick runs).
+        freeze_parts: parts kept frozen (BatchNorm statistics too).
+    """
+    recipe = get_recipe(recipe, **(recipe_overrides or {})) if isinstance(recipe, str) else recipe
+    network = load_for_finetuning(model, **(load_kwargs or {}))
+    config = network.config
+    out = Path(out_dir)
+    common = dict(image_size=config.image_size, grid=config.grid, map_classes=config.map_classes, seed=seed)
+    train_set = NuScenesBEV(dataroot, version, train_split, augment=Augmentation() if recipe.augment else None,
+                            fraction=fraction, count=count, subset=subset, **common)
+    val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
+    if val_samples is not None:
+        val_set.sample_tokens = val_set.sample_tokens[:val_samples]
+    steps = max_steps or schedule_steps(recipe, len(train_set))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if recipe.batch_size % world:
+        raise ConfigError(f"recipe batch_size={recipe.batch_size} is the global batch: it must divide by the {world} processes.")
+    per_process = recipe.batch_size // world
+    if per_process > len(train_set):
+        per_process = len(train_set)
+
+    if freeze_parts:
+        freeze(network, list(freeze_parts), bn="eval")
+    loss = SegmentationLoss(config.heads, visibility_filter=recipe.visibility_filter)
+    wrapped = _ModelWithLoss(network, loss)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    train_config = TrainConfig(
+        out_dir=str(out), max_steps=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        warmup_fraction=recipe.warmup_fraction, grad_clip=recipe.grad_clip,
+        precision=recipe.precision if use_cuda else "fp32", device=device,
+        checkpoint_every=max(1, min(1000, steps // 5)), eval_every=min(recipe.eval_every, steps),
+        best_metric="vehicle_iou", log_every=max(1, min(50, steps // 20)), progress=progress, seed=seed,
+    )
+
+    def step_fn(module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        return module(batch)
+
+    def groups(module: nn.Module) -> list[dict[str, Any]]:
+        return param_groups(module.model, recipe.lr, weight_decay=recipe.weight_decay,
+                            part_lr_mult={"backbone": recipe.backbone_lr_mult}, extra_modules={"loss": module.loss})
+
+    def evaluate(module: nn.Module) -> dict[str, float]:
+        return evaluate_model(module.model, val_set, batch_size=max(1, per_process))
+
+    trainer = Trainer(
+        wrapped, step_fn,
+        lambda: make_loader(train_set, per_process, shuffle=True, drop_last=True, seed=seed,
+                            num_workers=recipe.num_workers),
+        train_config, param_groups=groups, evaluate=evaluate,
+    )
+    if dist_utils.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_subset(train_set.sample_tokens, out / "subset.json")
+        (out / RUN_FILE).write_text(json.dumps({
+            "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
+            "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version,
+            "train_split": train_split, "val_split": val_split, "fraction": fraction, "count": count,
+            "train_samples": len(train_set), "val_samples": len(val_set), "seed": seed, "steps": steps,
+            "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
+            "freeze_parts": list(freeze_parts), "processes": world,
+        }, indent=2, default=str) + "\n")
+    result = trainer.fit()
+    metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,
+                             picture_dir=out / "pictures")
+    if dist_utils.is_main():
+        write_report(metrics, out / "eval.json", model=str(model), split=val_split, samples=len(val_set), step=result.step)
+    return FinetuneResult(network, result, metrics, out, steps, len(train_set))
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best") -> dict[str, str]:
+    """A fine-tuned run -> a ``save_pretrained`` folder that ``occfeat.load("local-dir:...")`` reads.
+
+    ``which``: ``"best"`` (the best evaluation's weights, falling back to the latest checkpoint) or ``"latest"``.
+    """
+    from safetensors.torch import load_file
+
+    from ..engine.checkpoint import BEST_FILE, MODEL_FILE, latest_checkpoint
+    from ..models import BEVModelConfig
+    from ..zoo.publishing import save_pretrained
+
+    run = Path(run_dir)
+    info = json.loads((run / RUN_FILE).read_text())
+    weights = run / BEST_FILE if which == "best" and (run / BEST_FILE).is_file() else None
+    if weights is None:
+        latest = latest_checkpoint(run)
+        if latest is None:
+            raise ConfigError(f"{run} holds no checkpoint to export: train first (occfeat finetune ... --out {run}).")
+        weights = latest / MODEL_FILE
+    state = load_file(str(weights))
+    state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}  # drop the loss's weights
+    with torch.device("meta"):
+        model = BEVModel(BEVModelConfig.from_dict(info["model_config"]))
+    model.load_state_dict(state, assign=True)
+    provenance = {"source": "occfeat finetune", "run": str(run), "weights": weights.name, "fine_tuned_from": info["model"],
+                  "fraction": info["fraction"], "train_samples": info["train_samples"], "steps": info["steps"],
+                  "recipe": info["recipe"]}
+    return save_pretrained(model, out_dir, provenance=provenance)

@@ -1,0 +1,1 @@
+"""Child-process entry points of the engine tests."""

@@ -1,0 +1,71 @@
+"""Fine-tuning end to end on a generated world: learning works, runs export to the zoo, the CLI drives it all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import occfeat
+from occfeat.cli import main
+from occfeat.data import NuScenesBEV
+from occfeat.finetune.evaluation import evaluate_model
+from occfeat.finetune.recipes import get_recipe, schedule_steps
+from occfeat.finetune.training import export_run, finetune
+
+# Small enough for the test suite: 64x128 images, a 32 m x 32 m raster at 1 m, no dropout.
+SMALL = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0}, dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The runs below are many small ops: one thread avoids oversubscribing a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("arch", ["bevformer-tiny", "simplebev-tiny"])
+def test_tiny_networks_overfit_four_samples(arch, synthetic_world, tmp_path):
+    result = finetune(
+        arch, dataroot=synthetic_world.dataroot, version=synthetic_world.version, out_dir=tmp_path / "run",
+        train_split="all", val_split="all", count=4, recipe="cpu-tiny", max_steps=150, val_samples=2, device="cpu",
+        progress=False, recipe_overrides=dict(augment=False, lr=5e-3, batch_size=2, eval_every=10**6),
+        load_kwargs=SMALL,
+    )
+    config = result.model.config
+    train = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", count=4, seed=0,
+                        image_size=config.image_size, grid=config.grid)
+    scores = evaluate_model(result.model, train)
+    assert scores["vehicle_iou"] >= 0.9, scores
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train_samples"] == 4 and run["steps"] == 150 and run["recipe"]["name"] == "cpu-tiny"
+    assert len(json.loads((tmp_path / "run" / "subset.json").read_text())) == 4
+    assert (tmp_path / "run" / "eval.json").is_file() and list((tmp_path / "run" / "pictures").glob("*.png"))
+
+
+def test_cli_finetune_evaluate_export_round_trip(synthetic_world, tmp_path, capsys):
+    data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version, "--device", "cpu"]
+    assert main(["finetune", "simplebev-tiny", *data, "--out", str(tmp_path / "run"), "--recipe", "cpu-tiny",
+                 "--steps", "3", "--count", "2", "--val-samples", "2"]) == 0
+    assert "finetune: 2 labelled samples, 3 steps" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
+    model = occfeat.load(f"local-dir:{tmp_path / 'export'}")
+    assert model.load_report.clean and model.provenance["source"] == "occfeat finetune"
+    assert main(["evaluate", f"local-dir:{tmp_path / 'export'}", *data, "--split", "val", "--samples", "2",
+                 "--out", str(tmp_path / "eval"), "--corruption", "Fog", "--severity", "2", "--pictures", "1"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert set(report["metrics"]) >= {"vehicle_iou", "vehicle_iou_nofilter", "map_iou/drivable_area"}
+    assert report["corruption"] == ["Fog", 2]
+    assert (tmp_path / "eval" / "pictures" / "prediction-00.png").is_file()
+    # The exported weights are the run's: same scores as the run's own best weights.
+    direct = export_run(tmp_path / "run", tmp_path / "export2", which="latest")
+    assert direct["model.safetensors"]
+
+
+def test_schedule_rule_gives_small_fractions_enough_steps():
+    recipe = get_recipe("nuscenes-224x480")
+    full, tenth, hundredth = (schedule_steps(recipe, n) for n in (28130, 2813, 282))
+    assert full == 234417 and tenth == 23442 and hundredth == recipe.min_steps
