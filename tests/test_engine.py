@@ -25,7 +25,7 @@ from tests.engine_scripts.train_tiny import build
 
 REPO = Path(__file__).resolve().parents[1]
 # One thread, here and in the child processes: tiny tensors on a shared machine, and bit-equal results across them.
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,6 +80,8 @@ def test_stop_and_resume_is_bit_identical_to_a_straight_run(tmp_path, shuffle, a
 
     first = build(tmp_path / "resumed", stop_at=10, **settings).fit()  # step 10: no periodic checkpoint, an eval
     assert (first.status, first.step, first.checkpoint.name) == ("preempted", 10, "step-00000010")
+    with (tmp_path / "resumed" / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 11, "lo')  # a line cut short by a kill: the resumed run drops it
     resumed = build(tmp_path / "resumed", **settings)  # a new Trainer (new model, new loader), as after a restart
     result = resumed.fit()
 
@@ -111,11 +113,16 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_and_the_run_r
     assert_same_training_state(straight, resumed)
 
 
-def test_sigterm_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize(
+    "signum, to_group",
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM (scheduler)", "SIGINT to the process group (Ctrl-C), data worker included"],
+)
+def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path, signum, to_group):
     out, config = tmp_path / "run", {"max_steps": 12, "num_workers": 1}
     proc = child(out, {**config, "pause_at": 6}, start_new_session=True)
     assert proc.stdout.readline() == "paused\n", proc.stderr.read()  # inside step 6
-    os.killpg(proc.pid, signal.SIGTERM)  # to the process group, as a scheduler does: the data worker gets it too
+    (os.killpg if to_group else os.kill)(proc.pid, signum)
     stdout, stderr = proc.communicate("\n", timeout=120)  # let step 6 go on
 
     assert proc.returncode == 0, stderr
@@ -148,9 +155,8 @@ def test_two_processes_on_half_batches_match_one_process_on_the_global_batch(tmp
     ddp_model, ddp_state = load_checkpoint(latest_checkpoint(tmp_path / "ddp"))
     assert ddp_state["trainer"]["world_size"] == 2
     ddp_log, single_log = read_log(tmp_path / "ddp"), read_log(tmp_path / "single")
-    assert [r["step"] for r in ddp_log] == [r["step"] for r in single_log]
-    for name in ("loss", "mae", "grad_norm", "lr"):
-        torch.testing.assert_close([r[name] for r in ddp_log], [r[name] for r in single_log], rtol=1e-5, atol=1e-6)
+    assert len(ddp_log) == 7  # steps 1..6 (loss, metrics, lr, gradient norm), then the evaluation
+    torch.testing.assert_close(ddp_log, single_log, rtol=1e-5, atol=1e-6)
     for name, tensor in single.model.state_dict().items():
         torch.testing.assert_close(ddp_model[name], tensor, rtol=1e-5, atol=1e-6)
     ddp_weight = ddp_state["extra_modules"]["loss_weight"]["log_var"]
@@ -158,6 +164,7 @@ def test_two_processes_on_half_batches_match_one_process_on_the_global_batch(tmp
 
 
 def test_run_writes_jsonl_tensorboard_best_weights_and_a_summary_line(tmp_path, capsys):
+    pytest.importorskip("tensorboard", reason="TensorBoard logging is optional (TrainConfig.tensorboard=None)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     result = build(tmp_path, max_steps=4, log_every=2, tensorboard=True, best_metric="val_loss", best_mode="min").fit()

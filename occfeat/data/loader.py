@@ -33,7 +33,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over ``dataset`` with occfeat's collate. Under ``torch.distributed`` each rank gets its own shard
     (``DistributedSampler``, seeded; call ``loader.sampler.set_epoch(epoch)`` each epoch). ``pin_memory`` defaults to
-    whether CUDA is available."""
+    whether CUDA is available. Workers are not persistent: a new epoch's workers must see ``dataset.set_epoch``."""
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if dist.is_available() and dist.is_initialized():
@@ -50,5 +50,4 @@ def make_loader(
         drop_last=drop_last,
         worker_init_fn=seed_worker,
         generator=generator,
-        persistent_workers=num_workers > 0,
     )

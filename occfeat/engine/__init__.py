@@ -31,7 +31,8 @@ SIGTERM or SIGINT (a cluster's pre-emption notice, Ctrl-C) finishes the current 
 ``status="preempted"``; running the same command again continues exactly where it stopped.
 """
 
-from .checkpoint import atomic_write, latest_checkpoint, load_checkpoint
+from ..io import atomic_write
+from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .distributed import init_distributed, is_main, rank, shutdown_distributed, world_size
 from .rng import seed_everything

@@ -30,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..io import atomic_write, fsync
+
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 TENSORS_FILE = "state.safetensors"
@@ -37,36 +39,6 @@ STATE_FILE = "state.pt"
 BEST_FILE = "best.safetensors"
 _STEP_DIR = re.compile(r"step-(\d+)")
 _TENSOR_REF = "__tensor__"  # {"__tensor__": key} stands for state.safetensors[key] in state.pt
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder (its entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Create or replace ``path`` with what ``write(tmp_path)`` writes, so that ``path`` is always either the old
-    file or the complete new one: the temporary file lives in the same folder (a rename across file systems is not
-    atomic), is flushed to disk, then renamed over ``path``.
-
-    >>> atomic_write("out/notes.txt", lambda tmp: tmp.write_text("done"))  # doctest: +SKIP
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
 
 
 def step_dir(root: str | Path, step: int) -> Path:
@@ -129,13 +101,13 @@ def save_checkpoint(folder: str | Path, model_state: dict[str, Tensor], state: d
         save_file(tensors, str(tmp / TENSORS_FILE))
         torch.save(skeleton, tmp / STATE_FILE)
         for name in (MODEL_FILE, TENSORS_FILE, STATE_FILE):
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync(tmp / name)
+        fsync(tmp)
         os.rename(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync(folder.parent)
+    fsync(folder.parent)
     return folder
 
 

@@ -43,7 +43,7 @@ class TrainConfig:
     best_mode: Literal["max", "min"] = "max"
     log_every: int = 10  # steps between lines of metrics.jsonl (the last step is always logged)
     progress: bool = True  # tqdm bar on rank 0
-    tensorboard: bool = True  # TensorBoard scalars under out_dir/tensorboard on rank 0
+    tensorboard: bool | None = None  # TensorBoard scalars under out_dir/tensorboard; None: when it is installed
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -27,7 +27,7 @@ class BatchStream:
     persistent worker keeps the copy of the dataset made at the first epoch and would never see ``set_epoch``.
     """
 
-    def __init__(self, loader: DataLoader, order_seed: int, epoch: int = 0, consumed: int = 0):
+    def __init__(self, loader: DataLoader, order_seed: int):
         if isinstance(loader.dataset, IterableDataset) or loader.batch_sampler is None:
             raise ConfigError(
                 "train loader: the engine needs a map-style dataset batched by the loader (batch_size set, "
@@ -41,8 +41,8 @@ class BatchStream:
             )
         self.loader = loader
         self.order_seed = order_seed
-        self.epoch = epoch
-        self.consumed = consumed
+        self.epoch = 0
+        self.consumed = 0
         self._batches: Any = None
 
     def __len__(self) -> int:
@@ -61,6 +61,10 @@ class BatchStream:
         self.consumed += 1
         return batch
 
+    def close(self) -> None:
+        """Stop the current epoch's workers (they restart at the next ``next``)."""
+        self._batches = None
+
     def _epoch_loader(self) -> DataLoader:
         loader = self.loader
         for owner in (loader.batch_sampler, loader.sampler, loader.dataset):
@@ -68,13 +72,17 @@ class BatchStream:
                 owner.set_epoch(self.epoch)
         seed = self.order_seed + self.epoch
         # A shuffling sampler draws from the loader's generator, or from torch's global one when it has none: seed
-        # both here, and keep the global state untouched so that the model's randomness does not depend on where
-        # the epoch started.
+        # both for this draw, then put them back as they were, so that neither the model's randomness nor the
+        # loader's seed depends on where the epoch started.
+        generator = loader.generator
+        saved = generator.get_state() if generator is not None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if loader.generator is not None:
-                loader.generator.manual_seed(seed)
+            if generator is not None:
+                generator.manual_seed(seed)
             order = list(loader.batch_sampler)
+        if generator is not None:
+            generator.set_state(saved)
         return DataLoader(
             loader.dataset,
             batch_sampler=order[self.consumed :],
@@ -90,10 +98,9 @@ class BatchStream:
 
 
 def _init_worker(worker_id: int, user_init: Callable[[int], None] | None) -> None:
-    """Workers ignore SIGTERM and SIGINT: a pre-emption signal sent to the whole process group (Ctrl-C, a cluster
-    scheduler) is the main process's to handle, and it needs its workers to finish the current step."""
+    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the main process, which handles it, needs
+    its workers to finish the current step. (SIGTERM keeps its default: it is how multiprocessing stops workers.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if user_init is not None:
         user_init(worker_id)
 

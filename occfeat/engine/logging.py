@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .checkpoint import atomic_write
+from ..io import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -32,29 +33,29 @@ class RunLog:
         start_step: int,
         enabled: bool,
         progress: bool,
-        tensorboard: bool,
+        tensorboard: bool | None,
     ):
         self.path = out_dir / METRICS_FILE
         self._enabled = enabled
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:  # checked on every rank, so that all of them stop, not only rank 0
-                raise ConfigError(
-                    "TrainConfig.tensorboard=True: the tensorboard package is not installed. Install it "
-                    "(`pip install tensorboard`) or set tensorboard=False."
-                ) from exc
+        installed = importlib.util.find_spec("tensorboard") is not None
+        if tensorboard and not installed:  # checked on every rank, so that all of them stop, not only rank 0
+            raise ConfigError(
+                "TrainConfig.tensorboard=True: the tensorboard package is not installed. Install it "
+                "(`pip install tensorboard`), or set tensorboard=None (only when installed) or False."
+            )
         if not enabled:
             return
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
-            atomic_write(self.path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+            kept = "".join(f"{line}\n" for line in self.path.read_text().splitlines() if _step(line) <= start_step)
+            atomic_write(self.path, lambda tmp: tmp.write_text(kept))
         self._file = self.path.open("a")
-        self._writer = (
-            SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
-            if tensorboard
-            else None
-        )
+        self._writer = None
+        if installed and tensorboard is not False:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: drop the events a killed run wrote after the checkpoint this run resumes from
+            purge_step = start_step + 1 if start_step else None
+            self._writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=purge_step)
         self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
@@ -83,3 +84,11 @@ class RunLog:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+
+
+def _step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinite for a line cut short by a killed process, so that it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")

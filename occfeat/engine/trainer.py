@@ -41,7 +41,7 @@ from .logging import RunLog
 from .rng import rng_state, seed_everything, set_rng_state
 from .schedule import one_cycle
 
-StepFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, float]]"]
+StepFn = Callable[[nn.Module, Any], tuple[Tensor, Mapping[str, float]]]
 Evaluator = Callable[[nn.Module], Mapping[str, float]]
 ParamGroups = Iterable[dict[str, Any]] | Callable[[nn.Module], Iterable[dict[str, Any]]]
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -98,8 +98,9 @@ class Trainer:
             group's ``"lr"`` is its peak learning rate (default ``config.lr``). Default: every trainable parameter.
         extra_modules: other trainable modules that ``step_fn`` uses (e.g. learned loss weights), by name: moved to
             the device, optimised without weight decay, gradients averaged over processes, and checkpointed.
-        evaluate: ``evaluate(model) -> metrics``, called with the bare model in eval mode every
-            ``config.eval_every`` steps and at the end, on every process; rank 0's result counts.
+        evaluate: ``evaluate(model) -> metrics``, called with the bare model in eval mode under ``torch.no_grad``
+            every ``config.eval_every`` steps and at the end, on every process; rank 0's result counts (an
+            evaluator may shard the validation data and all-reduce, or let rank 0 do all the work).
 
     >>> def step_fn(model, batch):
     ...     logits = model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])["vehicle"]
@@ -188,9 +189,9 @@ class Trainer:
             progress=config.progress,
             tensorboard=config.tensorboard,
         )
-        if self._eval_pending:
+        if self._eval_pending and self.evaluate is not None:
             self._run_evaluation(log)
-            self._eval_pending = False
+        self._eval_pending = False
         window, final_loss, stopped = _Window(), None, False
         self._set_train_mode(True)
         try:
@@ -216,6 +217,7 @@ class Trainer:
                         self._save(self._seconds_before + time.perf_counter() - started, eval_due and stopped)
         finally:
             log.close()
+            self.data.close()
         dist.barrier()  # every process returns once rank 0's files are written
         result = TrainResult(
             status="preempted" if stopped and self.step < self.max_steps else "completed",
@@ -431,7 +433,7 @@ class _Window:
         record = {"lr": self.lr, "loss": means[0], **dict(zip(names, means[1 : 1 + len(names)]))}
         if self.grad_norm is not None:
             record["grad_norm"] = means[-1]
-        if not all(math.isfinite(v) for v in means):
+        if not math.isfinite(record["loss"]):  # (an infinite gradient norm alone is fp16's scaler at work)
             raise FloatingPointError(
                 f"training diverged: {record}. Lower lr, keep grad_clip on, or train in fp32 to find the first "
                 "non-finite value."

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..io import atomic_write
 from ..models import BEVModel, BEVModelConfig
 from .hub import sha256_file
 from .loading import CONFIG_FILE, WEIGHTS_FILE
 from .registry import WeightSpec
 
 CARD_FILE = "README.md"
-
-
-def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write through a temporary file in the same folder and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def config_document(config: BEVModelConfig, spec: WeightSpec | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,11 +53,11 @@ def save_pretrained(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "occfeat_version": __version__, "architecture": model.config.arch,
                 "weight_id": str(document["weight_id"] or "")}
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=metadata))
-    _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=metadata))
+    atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
     if card:
         text = render_card(spec, model.config, document)
-        _atomic_write(folder / CARD_FILE, lambda p: p.write_text(text))
+        atomic_write(folder / CARD_FILE, lambda p: p.write_text(text))
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
 
