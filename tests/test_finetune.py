@@ -69,3 +69,19 @@ def test_schedule_rule_gives_small_fractions_enough_steps():
     recipe = get_recipe("nuscenes-224x480")
     full, tenth, hundredth = (schedule_steps(recipe, n) for n in (28130, 2813, 282))
     assert full == 234417 and tenth == 23442 and hundredth == recipe.min_steps
+
+
+def test_corruption_table_over_corruptions_and_severities(synthetic_world):
+    from occfeat.finetune.evaluation import evaluate_corruptions
+
+    model = occfeat.create_model("simplebev-tiny", **SMALL).eval()
+
+    def dataset(corruption):
+        data = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "val", image_size=model.config.image_size,
+                           grid=model.config.grid, corruption=corruption)
+        data.sample_tokens = data.sample_tokens[:1]
+        return data
+
+    results, table = evaluate_corruptions(model, dataset, corruptions=("Fog", "CameraCrash"), severities=(1, 3))
+    assert set(results) == {"clean", "Fog/1", "Fog/3", "CameraCrash/1", "CameraCrash/3"}
+    assert "| Fog |" in table and "| CameraCrash |" in table
