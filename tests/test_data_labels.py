@@ -115,3 +115,11 @@ def test_bad_subset_file_is_a_typed_error(tmp_path):
     (tmp_path / "bad.json").write_text('{"not": "a list"}')
     with pytest.raises(InputError, match="JSON list"):
         load_subset(tmp_path / "bad.json")
+
+
+def test_bev_augmentation_scales_with_the_raster():
+    from occfeat.data import Augmentation
+
+    assert Augmentation().scaled_to(BEVGrid()) == Augmentation()
+    small = Augmentation().scaled_to(BEVGrid(x_range=(-32.0, 32.0), y_range=(-32.0, 32.0), resolution=1.0))
+    assert small.bev_translation_xy == pytest.approx((19.2, 12.8)) and small.bev_yaw_deg == 20.0

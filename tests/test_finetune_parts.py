@@ -128,7 +128,7 @@ def test_iou_meter_all_reduce_over_two_gloo_ranks_equals_one_process_exactly(tmp
         single.update(*labelled_batch(seed, size=16))
     for rank in range(2):
         reduced = IoUMeter(MAP_CLASSES)
-        reduced.load_state_dict(torch.load(tmp_path / f"rank{rank}.pt"))
+        reduced.load_state_dict(torch.load(tmp_path / f"rank{rank}.pt", weights_only=True))
         assert torch.equal(reduced.counts, single.counts)
         assert reduced.compute() == single.compute()
 

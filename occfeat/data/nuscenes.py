@@ -7,6 +7,7 @@ maps the raster frame to that ego frame (see ``occfeat.models.geometry``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,8 +44,16 @@ class Augmentation:
     zoom: tuple[float, float] = (0.95, 1.05)
     rotation_deg: float = 2.5
     crop_jitter: float = 0.05  # fraction of the width the crop may slide sideways
-    bev_translation_xy: tuple[float, float] = (30.0, 20.0)
+    bev_translation_xy: tuple[float, float] = (30.0, 20.0)  # metres, for the standard +-50 m raster
     bev_yaw_deg: float = 20.0
+
+    def scaled_to(self, grid: BEVGrid) -> "Augmentation":
+        """The same augmentation for another raster: BEV translations scale with the raster's half extent (the
+        recipe's +-30 m on a +-50 m raster is +-19 m on a +-32 m one), so the labels stay mostly on the raster."""
+        half_x = (grid.x_range[1] - grid.x_range[0]) / 2.0
+        half_y = (grid.y_range[1] - grid.y_range[0]) / 2.0
+        tx, ty = self.bev_translation_xy
+        return dataclasses.replace(self, bev_translation_xy=(tx * half_x / 50.0, ty * half_y / 50.0))
 
 
 def _pose_matrix(translation: Sequence[float], rotation: Sequence[float], yaw_only: bool = False) -> np.ndarray:

@@ -104,7 +104,7 @@ def finetune(
     config = network.config
     out = Path(out_dir)
     common = dict(image_size=config.image_size, grid=config.grid, map_classes=config.map_classes, seed=seed)
-    train_set = NuScenesBEV(dataroot, version, train_split, augment=Augmentation() if recipe.augment else None,
+    train_set = NuScenesBEV(dataroot, version, train_split, augment=Augmentation().scaled_to(config.grid) if recipe.augment else None,
                             fraction=fraction, count=count, subset=subset, **common)
     val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
     if val_samples is not None:
