@@ -15,14 +15,14 @@ import torch
 from tqdm import tqdm
 
 from .models import create_model, get_model_config
-from .models.geometry import nuscenes_camera_rig, project_to_cameras, transform_points
+from .models.geometry import nuscenes_camera_rig, project_to_cameras
 from .viz import colorize, save_bev_panels
 
 
 def camera_coverage(model_grid, intrinsics, cam_to_ego, image_hw) -> torch.Tensor:  # type: ignore[no-untyped-def]
     """(H, W) number of cameras that see at least one voxel above each cell."""
     voxels = model_grid.voxel_centers().view(1, -1, 3)
-    projection = project_to_cameras(transform_points(torch.eye(4)[None], voxels), intrinsics, cam_to_ego, image_hw)
+    projection = project_to_cameras(voxels, intrinsics, cam_to_ego, image_hw)
     z, (h, w) = model_grid.num_heights, model_grid.shape
     return projection.visible.view(intrinsics.shape[1], z, h, w).any(dim=1).sum(dim=0)
 

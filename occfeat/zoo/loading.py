@@ -123,7 +123,7 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
     except UnknownNameError:
         if name in list_models():
             if pretrained:
-                ids = [s for s in _weights_of(name)]
+                ids = _weights_of(name)
                 raise WeightsNotPublishedError(
                     f"{name!r} is an architecture; its weights are {ids or 'none registered'}. Load one of those ids, "
                     f"or build it untrained with occfeat.load({name!r}, pretrained=False) / occfeat.create_model."

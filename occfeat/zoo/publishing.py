@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import __version__
 from ..io import atomic_write
-from ..models import BEVModel, BEVModelConfig
+from ..models import PARTS, BEVModel, BEVModelConfig
 from .hub import sha256_file
 from .loading import CONFIG_FILE, WEIGHTS_FILE
 from .registry import WeightSpec
@@ -170,7 +170,7 @@ def push_to_hub(
     weight_id = weight_id or config.get("weight_id") or f"{config['architecture']}.custom"
     template = {
         "architecture": config["architecture"], "aliases": [], "model_args": {}, "input": config["input"],
-        "classes": config["classes"], "parts": {p: p + "." for p in ("backbone", "neck", "view_transform", "decoder", "heads")},
+        "classes": config["classes"], "parts": {p: p + "." for p in PARTS},
         "reinit_keys": ["heads.*"], "license": "apache-2.0", "dataset": "", "paper": {}, "metrics": [],
         "recipe": config.get("provenance", {}).get("recipe", {}),
     }
@@ -179,27 +179,27 @@ def push_to_hub(
     return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry}
 
 
-def render_card_for(name: str) -> str:
-    """The model card of a registry id or alias."""
+def _registry_document(name: str) -> tuple[WeightSpec, BEVModelConfig, dict[str, Any]]:
+    """A registry entry's spec, the config of its architecture, and its ``config.json`` content."""
     from ..models import get_model_config
     from .registry import get_weights
 
     spec = get_weights(name)
     config = get_model_config(spec.architecture, **spec.model_args)
-    return render_card(spec, config, config_document(config, spec))
+    return spec, config, config_document(config, spec, {"source": "registry", "id": spec.id, "recipe": spec.recipe})
+
+
+def render_card_for(name: str) -> str:
+    """The model card of a registry id or alias."""
+    return render_card(*_registry_document(name))
 
 
 def write_hub_folders(names: list[str], out_dir: str | Path) -> list[Path]:
     """``out_dir/<id>/README.md`` + ``config.json`` for each registry id: the sources of the Hub repositories, kept
     in the repository's ``hub/`` and checked against the registry by a test."""
-    from ..models import get_model_config
-    from .registry import get_weights
-
     written = []
     for name in names:
-        spec = get_weights(name)
-        config = get_model_config(spec.architecture, **spec.model_args)
-        document = config_document(config, spec, {"source": "registry", "id": spec.id, "recipe": spec.recipe})
+        spec, config, document = _registry_document(name)
         folder = Path(out_dir) / spec.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
