@@ -138,6 +138,25 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers),
+                                   ("epochs", args.epochs), ("lambda_feat", args.lambda_feat),
+                                   ("teacher", args.teacher), ("lidar_sweeps", args.lidar_sweeps)) if v is not None}
+    if args.no_cache:
+        overrides["cache_teacher"] = False
+    result = pretrain(
+        args.model, dataroot=args.dataroot, version=args.version, split=args.split, out_dir=args.out,
+        val_split=None if args.val_split == "none" else args.val_split, recipe=args.recipe, mode=args.mode,
+        max_steps=args.steps, val_samples=args.val_samples, teacher_weights=args.teacher_weights,
+        cache_dir=args.cache_dir, device=args.device, seed=args.seed, recipe_overrides=overrides,
+        pictures=not args.no_pictures,
+    )
+    print(result.summary())
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -174,8 +193,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .finetune.training import export_run
+    from .pretrain.training import export_pretrain_run, is_pretrain_run
 
-    hashes = export_run(args.run, args.out, which=args.which)
+    if is_pretrain_run(args.run):
+        hashes = export_pretrain_run(args.run, args.out, weight_id=args.weight_id)
+    else:
+        hashes = export_run(args.run, args.out, which=args.which)
     print(f"occfeat export: {args.run} -> {args.out} ({', '.join(hashes)}); load with occfeat.load('local-dir:{args.out}')")
     return 0
 
@@ -257,7 +280,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     data_options = argparse.ArgumentParser(add_help=False)
     data_options.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real, or `occfeat synth DIR`)")
     data_options.add_argument("--version", default="v1.0-trainval", help="table folder (v1.0-trainval, v1.0-mini, v1.0-synthetic)")
-    data_options.add_argument("--device", default="auto" if selected == "finetune" else "cpu")
+    data_options.add_argument("--device", default="auto" if selected in ("finetune", "pretrain") else "cpu")
     data_options.add_argument("--seed", type=int, default=0)
 
     tune = verbs.add_parser("finetune", parents=[data_options], help="fine-tune a model on a labelled fraction")
@@ -275,6 +298,31 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     tune.add_argument("--freeze", nargs="*", default=[], help="parts to keep frozen, e.g. backbone neck")
     tune.set_defaults(func=_cmd_finetune)
 
+    pre = verbs.add_parser("pretrain", parents=[data_options], help="OccFeat self-supervised pretraining (no labels)")
+    pre.add_argument("model", help="an architecture (usual), or weights to continue from")
+    pre.add_argument("--out", required=True, help="run folder (checkpoints, logs, pictures; resumed when it exists)")
+    pre.add_argument("--mode", choices=("occfeat", "occupancy", "distillation"), default=None,
+                     help="occfeat (default): occupancy + distillation; or one of the paper's ablations")
+    pre.add_argument("--recipe", default="occfeat-nuscenes", help="occfeat-nuscenes | cpu-tiny")
+    pre.add_argument("--split", default="train", help="key frames to pretrain on (all of them; no labels read)")
+    pre.add_argument("--val-split", default="val", help="held-out split for the head's occupancy IoU, or 'none'")
+    pre.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N held-out samples only")
+    pre.add_argument("--teacher", default=None, help="a timm ViT (default vit_small_patch14_dinov2.lvd142m)")
+    pre.add_argument("--teacher-weights", default=None,
+                     help="hub | auto (hub, else random with a warning) | random | FILE.safetensors")
+    pre.add_argument("--cache-dir", default=None, help="teacher-feature cache (default $OCCFEAT_TEACHER_CACHE or "
+                     "~/.cache/occfeat/teacher-features)")
+    pre.add_argument("--no-cache", action="store_true", help="run the teacher on every step instead")
+    pre.add_argument("--steps", type=int, default=None, help="override the recipe's epochs")
+    pre.add_argument("--epochs", type=float, default=None)
+    pre.add_argument("--lr", type=float, default=None)
+    pre.add_argument("--lambda-feat", type=float, default=None, help="weight of the distillation loss")
+    pre.add_argument("--lidar-sweeps", type=int, default=None, help="key frame + previous sweeps aggregated")
+    pre.add_argument("--batch-size", type=int, default=None, help="global batch")
+    pre.add_argument("--num-workers", type=int, default=None)
+    pre.add_argument("--no-pictures", action="store_true", help="skip the PCA / occupancy pictures at the end")
+    pre.set_defaults(func=_cmd_pretrain)
+
     evaluation = verbs.add_parser("evaluate", parents=[data_options], help="IoU on a split, optionally corrupted")
     evaluation.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH")
     evaluation.add_argument("--split", default="val")
@@ -286,10 +334,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     evaluation.add_argument("--pictures", type=int, default=4)
     evaluation.set_defaults(func=_cmd_evaluate)
 
-    export = verbs.add_parser("export", help="a fine-tuning run -> a save_pretrained folder (occfeat.load local-dir:)")
+    export = verbs.add_parser("export", help="a pretraining or fine-tuning run -> a save_pretrained folder (local-dir:)")
     export.add_argument("run")
     export.add_argument("--out", required=True)
-    export.add_argument("--which", choices=("best", "latest"), default="best")
+    export.add_argument("--which", choices=("best", "latest"), default="best",
+                        help="fine-tuning runs: best evaluation or latest step (pretraining runs export the latest)")
+    export.add_argument("--weight-id", default=None, help="pretraining runs: the weight id recorded in config.json")
     export.set_defaults(func=_cmd_export)
 
     _add_lazy_verbs(verbs, selected)

@@ -105,6 +105,7 @@ class NuScenesBEV(Dataset):
         map_classes: map layers of the ``map`` label; ``drivable_area`` comes from the map mask every dataroot carries,
             the others from the nuScenes map expansion.
         corruption: ``(name, severity)`` of a nuScenes-C corruption applied to the images (evaluation).
+        labels: False reads no annotation and no map (self-supervised pretraining): items carry no label keys.
         nusc: an already loaded ``NuScenes`` to share between datasets.
 
     Items are dicts: ``images`` (N, 3, H, W) normalised, ``intrinsics`` (N, 3, 3), ``cam_to_ego`` (N, 4, 4),
@@ -129,6 +130,7 @@ class NuScenesBEV(Dataset):
         map_classes: Sequence[str] = ("drivable_area",),
         cameras: Sequence[str] = NUSCENES_CAMERAS,
         corruption: tuple[str, int] | None = None,
+        labels: bool = True,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
@@ -149,6 +151,7 @@ class NuScenesBEV(Dataset):
             if name not in CORRUPTIONS or severity not in SEVERITIES:
                 raise ConfigError(f"corruption={corruption!r}: choose a name from {list(CORRUPTIONS)} and a severity in {list(SEVERITIES)}.")
         self.corruption = corruption
+        self.labels = labels
         known = (*MAP_LAYERS_FROM_MASK, *MAP_EXPANSION_POLYGONS, *MAP_EXPANSION_LINES)
         unknown = [m for m in map_classes if m not in known]
         if unknown:
@@ -247,7 +250,8 @@ class NuScenesBEV(Dataset):
             "bev_aug": bev_aug,
             "sample_token": token,
         }
-        item.update(self._labels(sample, global_to_ego, bev_aug.double().numpy()))
+        if self.labels:
+            item.update(self._labels(sample, global_to_ego, bev_aug.double().numpy()))
         if self.lidar_sweeps:
             item["lidar"] = torch.from_numpy(self._lidar(sample, global_to_ego))
         return item

@@ -177,6 +177,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best")
     from ..zoo.publishing import save_pretrained
 
     run = Path(run_dir)
+    if not (run / RUN_FILE).is_file():
+        raise ConfigError(f"{run} is not a run folder (no {RUN_FILE}): give the --out folder of `occfeat finetune` or `occfeat pretrain`.")
     info = json.loads((run / RUN_FILE).read_text())
     weights = run / BEST_FILE if which == "best" and (run / BEST_FILE).is_file() else None
     if weights is None:

@@ -130,25 +130,33 @@ def ms_deform_attn(
     return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d).to(value.dtype)
 
 
-def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """The four bilinear taps of unit (x, y) locations on an (H, W) map, ``grid_sample(align_corners=False,
-    padding_mode="zeros")`` semantics.
+def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int], padding: str = "zeros") -> tuple[Tensor, Tensor]:
+    """The four bilinear taps of unit (x, y) locations on an (H, W) map, ``grid_sample(align_corners=False)``
+    semantics with ``padding_mode`` "zeros" or "border".
 
     Args:
         unit_xy: (..., 2) unit coordinates over the map's extent (0 and 1 are its outer edges).
         hw: (H, W) of the map.
+        padding: "zeros": taps outside the map weigh 0 (a location in the outer half cell fades to zero);
+            "border": locations are clamped to the outer cell centres first, so the map's edge values extend outwards.
     Returns:
-        flat indices (..., 4) into the row-major (H*W) map, clamped to valid cells, and weights (..., 4) that are
-        zero for taps outside the map. ``sum_k weights[k] * map.flatten()[indices[k]]`` equals ``grid_sample``.
+        flat indices (..., 4) into the row-major (H*W) map, clamped to valid cells, and weights (..., 4).
+        ``sum_k weights[k] * map.flatten()[indices[k]]`` equals ``grid_sample``.
     """
+    if padding not in ("zeros", "border"):
+        raise InputError(f"bilinear_taps: padding={padding!r}, expected 'zeros' or 'border'.")
     h, w = hw
     x = unit_xy[..., 0] * w - 0.5
     y = unit_xy[..., 1] * h - 0.5
+    if padding == "border":
+        x, y = x.clamp(0, w - 1), y.clamp(0, h - 1)
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
     xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)
     ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
     weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
-    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-    return ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1), weights * inside
+    if padding == "zeros":
+        weights = weights * ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h))
+    # With "border", a tap past the last cell has weight 0 (the location sits exactly on the last centre).
+    return ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1), weights

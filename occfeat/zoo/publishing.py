@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .. import __version__
+from ..errors import ConfigError
 from ..io import atomic_write
 from ..models import PARTS, BEVModel, BEVModelConfig
 from .hub import sha256_file
@@ -39,9 +40,13 @@ def save_pretrained(
     weight_id: str | None = None,
     provenance: dict[str, Any] | None = None,
     card: bool = True,
+    parts: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Write ``config.json``, ``model.safetensors`` (with metadata) and a model card to ``folder``; returns the
-    sha256 of each file. Every file is written atomically. ``occfeat.load("local-dir:FOLDER")`` reads it back."""
+    sha256 of each file. Every file is written atomically. ``occfeat.load("local-dir:FOLDER")`` reads it back.
+
+    ``parts``: write only these parts' weights (e.g. a pretrained network without its untrained ``heads``, which a
+    load then initialises fresh and reports as re-initialised); ``config.json`` lists them."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -50,7 +55,11 @@ def save_pretrained(
     document = config_document(model.config, spec, provenance)
     if weight_id:
         document["weight_id"] = weight_id
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if parts is not None and (unknown := [p for p in parts if p not in PARTS]):
+        raise ConfigError(f"parts={list(parts)}: unknown part(s) {unknown}; parts are {list(PARTS)}.")
+    kept = tuple(parts) if parts is not None else PARTS
+    document["parts"] = list(kept)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.split(".", 1)[0] in kept}
     metadata = {"format": "pt", "occfeat_version": __version__, "architecture": model.config.arch,
                 "weight_id": str(document["weight_id"] or "")}
     atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=metadata))

@@ -1,0 +1,82 @@
+"""Pretraining recipes: the method's settings (``method.md``) and the optimisation, as data recorded with each run.
+
+``steps = ceil(epochs * samples / (batch_size * grad_accum_steps))``: every key frame of the split, no labels read.
+
+``occfeat-nuscenes`` is the paper-scale run for a cluster (nuScenes trainval, 28,130 key frames, batch 16 = 8 GPUs x 2,
+24 epochs = 42,195 steps). The paper publishes no schedule: ours takes the fine-tuning recipe's optimiser (AdamW,
+OneCycle, peak 3e-4, bf16) and a length of 24 epochs, a common budget for BEV pretraining; override ``epochs``.
+``cpu-tiny`` is the laptop miniature on a generated world.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..errors import ConfigError, UnknownNameError
+from .head import MODES
+from .targets import OCCUPANCY_Z_RANGE, OCCUPANCY_Z_RESOLUTION
+from .teacher import DEFAULT_TEACHER
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    name: str
+    image_size: str  # a preset of occfeat.data.IMAGE_PRESETS
+    batch_size: int  # global batch (split across DDP ranks)
+    epochs: float
+    lr: float = 3e-4
+    weight_decay: float = 1e-7
+    warmup_fraction: float = 0.05
+    grad_clip: float = 5.0
+    grad_accum_steps: int = 1  # micro-batches per step (per process): the global batch is batch_size * this
+    shuffle: bool = True  # False: key frames in order (e.g. to compare DDP with one process)
+    precision: str = "bf16"  # on CUDA; the CPU runs fp32
+    num_workers: int = 6
+    eval_every: int = 5000
+    checkpoint_every: int = 1000
+    # the method (method.md, "the defaults we take")
+    mode: str = "occfeat"  # "occfeat" | "occupancy" | "distillation"
+    lambda_feat: float = 1.0
+    pos_weight: float | None = None
+    c3d: int = 32
+    z_range: tuple[float, float] = OCCUPANCY_Z_RANGE
+    z_resolution: float = OCCUPANCY_Z_RESOLUTION
+    lidar_sweeps: int = 5  # key frame + 4 previous sweeps
+    teacher: str = DEFAULT_TEACHER
+    teacher_weights: str = "hub"  # "hub" | "auto" | "random" | path of a .safetensors file
+    cache_teacher: bool = True  # teacher features computed once per sample, kept on disk
+    bev_augment: bool = True  # random BEV rotation/translation (images are not warped: the cache stays valid)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "z_range", tuple(self.z_range))
+        if self.mode not in MODES:
+            raise ConfigError(f"PretrainRecipe.mode={self.mode!r}: choose from {list(MODES)}.")
+        if self.batch_size < 1 or self.epochs <= 0 or self.lidar_sweeps < 1:
+            raise ConfigError(f"PretrainRecipe {self.name!r}: batch_size, epochs and lidar_sweeps must be positive.")
+
+    def replace(self, **changes: object) -> "PretrainRecipe":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def steps(self, num_samples: int) -> int:
+        """Optimiser steps for ``num_samples`` key frames: ``ceil(epochs * samples / (batch_size * grad_accum_steps))``."""
+        return max(1, math.ceil(self.epochs * num_samples / (self.batch_size * self.grad_accum_steps)))
+
+
+RECIPES: dict[str, PretrainRecipe] = {
+    "occfeat-nuscenes": PretrainRecipe("occfeat-nuscenes", image_size="224x480", batch_size=16, epochs=24.0),
+    "cpu-tiny": PretrainRecipe(
+        "cpu-tiny", image_size="112x240", batch_size=2, epochs=10.0, lr=1e-3, precision="fp32", num_workers=0,
+        eval_every=50, checkpoint_every=100, teacher_weights="auto",
+    ),
+}
+
+
+def get_recipe(name: str, **overrides: object) -> PretrainRecipe:
+    if name not in RECIPES:
+        raise UnknownNameError(f"unknown pretraining recipe {name!r}; recipes: {sorted(RECIPES)}.")
+    return RECIPES[name].replace(**overrides) if overrides else RECIPES[name]

@@ -1,0 +1,272 @@
+"""The frozen image teacher (DINOv2 through timm) and its on-disk feature cache.
+
+The teacher sees each camera's whole image, resized to the nearest multiple of its patch size (224x480 -> 224x476,
+a 16x34 patch grid for ViT-S/14): its patch grid then covers exactly the image's extent, so the unit image
+coordinates of a projected voxel address the patch grid directly (``targets.sample_teacher_features``).
+
+Features are rounded to ``storage_dtype`` (float16 by default) whether they come from the cache or not, so that a
+cached run and an uncached one see bit-identical targets.
+
+The cache holds one safetensors file per sample token under a folder named by the *cache key*: teacher name, the
+identity of its weights (Hub tag, sha256 of a local file, or the seed of a random init), the network's image size,
+the teacher's input size, the camera order and the storage dtype. Change any of them and the features are
+recomputed in a fresh folder; a file whose recorded key differs from its folder's is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, InputError, OccfeatError
+from ..io import atomic_write
+
+DEFAULT_TEACHER = "vit_small_patch14_dinov2.lvd142m"
+TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file
+RANDOM_TEACHER_SEED = 0
+
+
+class TeacherWeightsError(OccfeatError):
+    """The teacher's pretrained weights could not be obtained."""
+
+
+def teacher_input_size(image_hw: tuple[int, int], patch: int) -> tuple[int, int]:
+    """The multiple of ``patch`` nearest to each side of ``image_hw`` (at least one patch)."""
+    return tuple(max(1, round(s / patch)) * patch for s in image_hw)  # type: ignore[return-value]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What determines the teacher's features for a sample (the cache key), and what the run records."""
+
+    name: str
+    weights: str  # "hub:<name>", "file:<sha256>" or "random:<seed>"
+    image_size: tuple[int, int]  # the network's images
+    input_size: tuple[int, int]  # what the teacher sees
+    patch_grid: tuple[int, int]
+    feature_dim: int
+    cameras: tuple[str, ...]
+    storage_dtype: str
+    dataset: str = ""  # the dataroot and version the sample tokens belong to (set by the cache's user)
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return f"{self.name.replace('/', '_')}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    @property
+    def map_shape(self) -> tuple[int, int, int, int]:
+        """(N, D, h, w) of one sample's features."""
+        return (len(self.cameras), self.feature_dim, *self.patch_grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key}
+
+
+class Teacher(nn.Module):
+    """A frozen timm ViT giving (B, N, D, h, w) patch-feature maps of normalised camera images.
+
+    Args:
+        name: a timm ViT (default DINOv2 ViT-S/14).
+        image_size: (H, W) of the network's images.
+        weights: "hub" (timm downloads them; fails without network), "auto" (the Hub when reachable, else random
+            with a loud warning), "random" (seeded, with a loud warning), or a local ``.safetensors`` file.
+        image_mean / image_std: the normalisation of the images the network gets; the teacher renormalises to its
+            own.
+        cameras: camera names in the order of the batch (recorded in the cache key).
+        storage_dtype: features are rounded to this dtype (the cache stores it).
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_TEACHER,
+        *,
+        image_size: tuple[int, int],
+        weights: str | Path = "auto",
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        cameras: Sequence[str],
+        storage_dtype: torch.dtype = torch.float16,
+    ):
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name.split(".")[0]):
+            raise ConfigError(f"teacher {name!r} is not a timm model; e.g. {DEFAULT_TEACHER!r} or vit_base_patch14_dinov2.")
+        with torch.device("meta"):  # only to read the patch size
+            probe = timm.create_model(name, pretrained=False)
+        if not hasattr(probe, "patch_embed") or not hasattr(probe, "num_prefix_tokens"):
+            raise ConfigError(f"teacher {name!r} is not a ViT (no patch embedding): choose a timm ViT such as {DEFAULT_TEACHER!r}.")
+        patch = probe.patch_embed.patch_size[0]
+        input_size = teacher_input_size(tuple(image_size), patch)
+        self.model, weights_id = self._build(name, weights, input_size)
+        self.model.eval().requires_grad_(False)
+        teacher_cfg = self.model.pretrained_cfg
+        mean, std = torch.tensor(teacher_cfg.get("mean", image_mean)), torch.tensor(teacher_cfg.get("std", image_std))
+        # One affine from the network's normalisation to the teacher's: x_t = x_n * scale + shift.
+        scale = torch.tensor(image_std) / std
+        shift = (torch.tensor(image_mean) - mean) / std
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.storage_dtype = storage_dtype
+        self.spec = TeacherSpec(
+            name=name, weights=weights_id, image_size=tuple(image_size), input_size=input_size,
+            patch_grid=(input_size[0] // patch, input_size[1] // patch), feature_dim=self.model.embed_dim,
+            cameras=tuple(cameras), storage_dtype=str(storage_dtype).replace("torch.", ""),
+        )
+
+    @staticmethod
+    def _build(name: str, weights: str | Path, input_size: tuple[int, int]) -> tuple[nn.Module, str]:
+        import timm
+
+        weights = str(weights)
+        if weights not in TEACHER_WEIGHTS:
+            path = Path(weights).expanduser()
+            if path.suffix != ".safetensors":
+                raise InputError(
+                    f"teacher weights {path}: occfeat reads teacher weights from .safetensors files only (a pickle can "
+                    "run code). Convert it where you trust it with safetensors.torch.save_file(...)."
+                )
+            if not path.is_file():
+                raise InputError(f"teacher weights {path} do not exist.")
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, img_size=input_size)
+            return model, f"file:{_sha256(path)}"
+        if weights in ("hub", "auto"):
+            try:
+                return timm.create_model(name, pretrained=True, img_size=input_size), f"hub:{name}"
+            except Exception as error:  # noqa: BLE001 (timm raises whatever the download raised)
+                if weights == "hub":
+                    raise TeacherWeightsError(
+                        f"could not fetch the weights of teacher {name!r} from the Hub ({type(error).__name__}: "
+                        f"{error}). Give a local copy with --teacher-weights FILE.safetensors (teacher_weights=...), "
+                        "or pass teacher_weights='random' for a plumbing run."
+                    ) from error
+                reason = f"the Hub is unreachable ({type(error).__name__})"
+        else:
+            reason = "teacher_weights='random'"
+        warnings.warn(
+            f"\n{'!' * 100}\nOccFeat teacher {name!r} uses RANDOM weights ({reason}): the feature targets are those of "
+            "an untrained network. Fine for tests and plumbing runs; for real pretraining give DINOv2's weights "
+            f"(--teacher-weights FILE.safetensors or network access).\n{'!' * 100}",
+            stacklevel=3,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_TEACHER_SEED)
+            model = timm.create_model(name, pretrained=False, img_size=input_size)
+        return model, f"random:{RANDOM_TEACHER_SEED}"
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, N, 3, H, W) images normalised for the network -> (B, N, D, h, w) float32 features, rounded to
+        ``storage_dtype``."""
+        b, n = images.shape[:2]
+        if tuple(images.shape[-2:]) != self.spec.image_size or n != len(self.spec.cameras):
+            raise InputError(
+                f"teacher: images of shape {tuple(images.shape)}, expected (B, {len(self.spec.cameras)}, 3, "
+                f"{self.spec.image_size[0]}, {self.spec.image_size[1]}) as configured."
+            )
+        x = images.flatten(0, 1).float() * self.scale + self.shift
+        if self.spec.input_size != self.spec.image_size:
+            x = F.interpolate(x, size=self.spec.input_size, mode="bilinear", align_corners=False, antialias=True)
+        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]  # (B*N, h*w, D)
+        h, w = self.spec.patch_grid
+        maps = tokens.float().transpose(1, 2).reshape(b, n, -1, h, w)
+        return maps.to(self.storage_dtype).float()
+
+
+class TeacherCache:
+    """Per-sample teacher features on disk, ``root/<spec.key>/<sample_token>.safetensors``. Picklable: data-loader
+    workers read it."""
+
+    def __init__(self, root: str | Path, spec: TeacherSpec):
+        self.spec = spec
+        self.folder = Path(root).expanduser() / spec.key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spec_file = self.folder / "teacher.json"
+        if not spec_file.is_file():
+            atomic_write(spec_file, lambda p: p.write_text(json.dumps(spec.to_dict(), indent=2) + "\n"))
+
+    def path(self, token: str) -> Path:
+        return self.folder / f"{token}.safetensors"
+
+    def load(self, token: str) -> Tensor | None:
+        """The sample's (N, D, h, w) features in ``storage_dtype``, or None when absent or stale."""
+        from safetensors import safe_open
+
+        path = self.path(token)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("key") != self.spec.key:
+                    return None
+                features = handle.get_tensor("features")
+        except Exception:  # noqa: BLE001 (a truncated or foreign file is a cache miss, rewritten on store)
+            return None
+        return features if tuple(features.shape) == self.spec.map_shape else None
+
+    def store(self, token: str, features: Tensor) -> None:
+        from safetensors.torch import save_file
+
+        dtype = getattr(torch, self.spec.storage_dtype)
+        tensor = features.detach().to("cpu", dtype).contiguous()
+        atomic_write(self.path(token), lambda p: save_file({"features": tensor}, str(p), metadata={"key": self.spec.key}))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.safetensors"))
+
+
+class WithTeacherFeatures(torch.utils.data.Dataset):
+    """A dataset whose items gain ``teacher_maps`` (N, D, h, w) from the cache (zeros when not cached yet) and
+    ``teacher_cached`` (bool); the training step computes and stores the missing ones."""
+
+    def __init__(self, dataset: Any, cache: TeacherCache):
+        self.dataset, self.cache = dataset, cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        features = self.cache.load(item["sample_token"])
+        item["teacher_cached"] = torch.tensor(features is not None)
+        item["teacher_maps"] = features if features is not None else torch.zeros(
+            self.cache.spec.map_shape, dtype=getattr(torch, self.cache.spec.storage_dtype)
+        )
+        return item
+
+
+def teacher_maps_for(batch: dict[str, Any], teacher: Teacher, cache: TeacherCache | None) -> Tensor:
+    """(B, N, D, h, w) float32 teacher features of a batch: cached ones as loaded, the others computed now (and
+    stored when there is a cache)."""
+    if cache is None or "teacher_maps" not in batch:
+        return teacher(batch["images"])
+    maps = batch["teacher_maps"].float()
+    missing = (~batch["teacher_cached"].bool()).nonzero().flatten().tolist()
+    if missing:
+        computed = teacher(batch["images"][missing])
+        maps = maps.clone()
+        maps[missing] = computed
+        for row, i in enumerate(missing):
+            cache.store(batch["sample_token"][i], computed[row])
+    return maps

@@ -1,0 +1,276 @@
+"""``pretrain``: OccFeat self-supervised pretraining of a BEV network on a nuScenes-format dataroot (no labels read),
+on the shared engine; ``export_pretrain_run`` turns the run into zoo weights.
+
+One command from a laptop CPU to a cluster::
+
+    occfeat pretrain simplebev-tiny --dataroot data/world --version v1.0-synthetic --recipe cpu-tiny --out runs/pt
+    torchrun --standalone --nproc_per_node 8 -m occfeat pretrain bevformer-enb0 --dataroot /data/nuscenes \\
+        --recipe occfeat-nuscenes --teacher-weights dinov2_vits14.safetensors --out runs/bevformer-occfeat
+    occfeat export runs/bevformer-occfeat --out weights/bevformer-enb0.occfeat-nuscenes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..data import Augmentation, NuScenesBEV, collate, make_loader
+from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils
+from ..engine.data import move_to_device
+from ..errors import ConfigError
+from ..models import BEVModel
+from .losses import occupancy_counts
+from .model import OccFeatPretrainer
+from .recipes import PretrainRecipe, get_recipe
+from .teacher import Teacher, TeacherCache, WithTeacherFeatures, teacher_maps_for
+
+RUN_FILE = "run.json"
+RUN_KIND = "occfeat pretrain"
+# The parts a pretraining run trains and exports; the segmentation heads stay untrained (fresh at fine-tuning).
+PRETRAINED_PARTS = ("backbone", "neck", "view_transform", "decoder")
+
+
+def default_cache_dir() -> Path:
+    """``$OCCFEAT_TEACHER_CACHE``, else ``~/.cache/occfeat/teacher-features``: shared by runs on one machine."""
+    return Path(os.environ.get("OCCFEAT_TEACHER_CACHE", Path.home() / ".cache" / "occfeat" / "teacher-features"))
+
+
+@dataclass
+class PretrainResult:
+    pretrainer: OccFeatPretrainer  # the network (``.network``) with its auxiliary head, at the last step
+    train: TrainResult
+    metrics: dict[str, float]  # held-out evaluation at the end (``evaluate_pretraining``)
+    run_dir: Path
+    steps: int
+    samples: int
+
+    def summary(self) -> str:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
+        return f"pretrain ({self.pretrainer.mode}): {self.samples} samples, {self.steps} steps; held-out {scores}; run {self.run_dir}"
+
+
+@torch.no_grad()
+def evaluate_pretraining(
+    pretrainer: OccFeatPretrainer,
+    dataset: Any,
+    *,
+    teacher: Teacher | None = None,
+    cache: TeacherCache | None = None,
+    batch_size: int = 2,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Held-out scores of the auxiliary head over the whole ``dataset`` (sharded over DDP ranks and summed).
+
+    ``occupancy_iou`` (p > 0.5) against the Lidar occupancy, with the trivial predictors beside it:
+    ``occupancy_iou_all_occupied`` (every voxel occupied: IoU = the occupied fraction; all-empty scores 0);
+    ``loss_occ`` / ``loss_feat`` as in training (means over batches); ``feature_cosine``, the mean cosine similarity
+    of predicted and teacher features at the distilled voxels.
+    """
+    uses_features = pretrainer.loss.uses_features
+    if uses_features and teacher is None:
+        raise ConfigError(f"evaluate_pretraining: mode {pretrainer.mode!r} distils features; pass the teacher.")
+    device = next(pretrainer.parameters()).device
+    was_training = pretrainer.training
+    pretrainer.eval()
+    names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "feature_cosine"]
+    totals = dict.fromkeys(names, 0.0)
+    shard = Subset(dataset, list(range(dist_utils.rank(), len(dataset), dist_utils.world_size())))
+    loader = DataLoader(shard, batch_size=batch_size, collate_fn=collate)
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress or not dist_utils.is_main(), leave=False):
+        batch = move_to_device(batch, device)
+        maps = teacher_maps_for(batch, teacher, cache) if uses_features else None
+        targets = pretrainer.targets(batch, maps)
+        outputs = pretrainer.predict(batch, targets)
+        _, metrics = pretrainer.loss(outputs, targets)
+        totals["batches"] += 1
+        totals["loss_occ"] += metrics.get("loss_occ", 0.0)
+        totals["loss_feat"] += metrics.get("loss_feat", 0.0)
+        if uses_features and outputs["features"].shape[0]:
+            cosine = F.cosine_similarity(outputs["features"].float(), targets.distilled_features, dim=1)
+            totals["feature_cosine"] += cosine.mean().item()
+        if "occupancy" in outputs:
+            counts = occupancy_counts(outputs["occupancy"], targets.occupancy).tolist()
+            for name, value in zip(("intersection", "union", "occupied", "voxels"), counts):
+                totals[name] += value
+    pretrainer.train(was_training)
+    summed = torch.tensor([totals[n] for n in names], dtype=torch.float64, device=device)
+    if dist_utils.is_distributed():
+        torch.distributed.all_reduce(summed)
+    totals = dict(zip(names, summed.tolist()))
+    batches = max(totals["batches"], 1.0)
+    scores: dict[str, float] = {}
+    if pretrainer.loss.uses_occupancy:
+        scores["occupancy_iou"] = totals["intersection"] / max(totals["union"], 1.0)
+        scores["occupancy_iou_all_occupied"] = totals["occupied"] / max(totals["voxels"], 1.0)
+        scores["loss_occ"] = totals["loss_occ"] / batches
+    if uses_features:
+        scores["loss_feat"] = totals["loss_feat"] / batches
+        scores["feature_cosine"] = totals["feature_cosine"] / batches
+    return scores
+
+
+def pretrain(
+    model: str | BEVModel,
+    *,
+    dataroot: str | Path,
+    out_dir: str | Path,
+    version: str = "v1.0-trainval",
+    split: str = "train",
+    val_split: str | None = "val",
+    recipe: str | PretrainRecipe = "occfeat-nuscenes",
+    mode: str | None = None,
+    max_steps: int | None = None,
+    val_samples: int | None = None,
+    teacher_weights: str | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    pictures: bool = True,
+    recipe_overrides: dict[str, Any] | None = None,
+    load_kwargs: dict[str, Any] | None = None,
+) -> PretrainResult:
+    """OccFeat-pretrain ``model`` on every key frame of ``split`` (images and Lidar; no labels are read); resumes
+    when ``out_dir`` holds a checkpoint.
+
+    Args:
+        model: an architecture (random init, the usual case), a weight id, ``local-dir:`` / ``hf-hub:``, or a model.
+        recipe: a name from ``RECIPES`` or a ``PretrainRecipe``; ``mode``, ``teacher_weights`` and
+            ``recipe_overrides`` change single fields (all recorded in ``out_dir/run.json``).
+        max_steps: overrides the recipe's ``epochs``.
+        val_split / val_samples: held-out key frames for the head's occupancy IoU (None: no evaluation).
+        cache_dir: the teacher-feature cache (default ``default_cache_dir()``).
+        pictures: write the PCA and occupancy pictures to ``out_dir/pictures`` at the end.
+    """
+    from ..finetune.training import load_for_finetuning
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    changes = {**(recipe_overrides or {}), **({"mode": mode} if mode else {}),
+               **({"teacher_weights": teacher_weights} if teacher_weights else {})}
+    recipe = recipe.replace(**changes) if changes else recipe
+    torch.manual_seed(seed)  # the network's and the head's initialisation: the same in every process and run
+    network = load_for_finetuning(model, **(load_kwargs or {}))
+    config = network.config
+    out = Path(out_dir)
+    augment = Augmentation(zoom=(1.0, 1.0), rotation_deg=0.0, crop_jitter=0.0).scaled_to(config.grid) if recipe.bev_augment else None
+    common = dict(image_size=config.image_size, grid=config.grid, lidar_sweeps=recipe.lidar_sweeps, labels=False, seed=seed)
+    train_set = NuScenesBEV(dataroot, version, split, augment=augment, **common)
+    val_set = None
+    if val_split is not None:
+        val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
+        if val_samples is not None:
+            val_set.sample_tokens = val_set.sample_tokens[:val_samples]
+
+    uses_features = recipe.mode in ("occfeat", "distillation")
+    teacher = cache = None
+    if uses_features:
+        teacher = Teacher(recipe.teacher, image_size=config.image_size, weights=recipe.teacher_weights,
+                          image_mean=config.image_mean, image_std=config.image_std, cameras=train_set.cameras)
+        if recipe.cache_teacher:
+            spec = dataclasses.replace(teacher.spec, dataset=f"{train_set.dataroot.resolve()}:{version}")
+            cache = TeacherCache(cache_dir or default_cache_dir(), spec)
+    pretrainer = OccFeatPretrainer(
+        network, mode=recipe.mode, feature_dim=teacher.spec.feature_dim if teacher else 384, c3d=recipe.c3d,
+        z_range=recipe.z_range, z_resolution=recipe.z_resolution, lambda_feat=recipe.lambda_feat,
+        pos_weight=recipe.pos_weight,
+    )
+
+    steps = max_steps or recipe.steps(len(train_set))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if recipe.batch_size % world:
+        raise ConfigError(f"recipe batch_size={recipe.batch_size} is the global batch: it must divide by the {world} processes.")
+    per_process = min(recipe.batch_size // world, len(train_set))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    train_config = TrainConfig(
+        out_dir=str(out), max_steps=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        warmup_fraction=recipe.warmup_fraction, grad_clip=recipe.grad_clip, grad_accum_steps=recipe.grad_accum_steps,
+        precision=recipe.precision if use_cuda else "fp32", device=device,
+        checkpoint_every=max(1, min(recipe.checkpoint_every, steps)), eval_every=min(recipe.eval_every, steps),
+        log_every=max(1, min(50, steps // 20)), progress=progress, seed=seed,
+    )
+    wrap = (lambda dataset: WithTeacherFeatures(dataset, cache)) if cache is not None else (lambda dataset: dataset)
+
+    def step_fn(module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        maps = teacher_maps_for(batch, teacher, cache) if teacher is not None else None
+        return module(batch, maps)
+
+    def evaluate(module: nn.Module) -> dict[str, float]:
+        assert val_set is not None
+        return evaluate_pretraining(module, wrap(val_set), teacher=teacher, cache=cache, batch_size=max(1, per_process))
+
+    trainer = Trainer(
+        pretrainer, step_fn,
+        lambda: make_loader(wrap(train_set), per_process, shuffle=recipe.shuffle, drop_last=True, seed=seed,
+                            num_workers=recipe.num_workers),
+        train_config, evaluate=evaluate if val_set is not None else None,
+    )
+    if teacher is not None:
+        teacher.to(trainer.device)
+    if dist_utils.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps({
+            "kind": RUN_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
+            "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version, "split": split,
+            "val_split": val_split, "samples": len(train_set), "val_samples": len(val_set) if val_set else 0,
+            "seed": seed, "steps": steps, "schedule_rule": "ceil(epochs * samples / (batch_size * grad_accum_steps))",
+            "recipe": recipe.to_dict(), "teacher": teacher.spec.to_dict() if teacher else None,
+            "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
+        }, indent=2, default=str) + "\n")
+    result = trainer.fit()
+    metrics = evaluate(pretrainer) if val_set is not None else {}
+    if dist_utils.is_main():
+        (out / "eval.json").write_text(json.dumps({"step": result.step, "split": val_split, "metrics": metrics}, indent=2) + "\n")
+        if pictures and val_set is not None:
+            from .pictures import save_pretraining_pictures
+
+            save_pretraining_pictures(pretrainer, wrap(val_set), out / "pictures", teacher=teacher, cache=cache)
+    summary = PretrainResult(pretrainer, result, metrics, out, steps, len(train_set))
+    if dist_utils.is_main():
+        print(summary.summary(), flush=True)
+    return summary
+
+
+def is_pretrain_run(run_dir: str | Path) -> bool:
+    path = Path(run_dir) / RUN_FILE
+    return path.is_file() and json.loads(path.read_text()).get("kind") == RUN_KIND
+
+
+def export_pretrain_run(run_dir: str | Path, out_dir: str | Path, *, weight_id: str | None = None) -> dict[str, str]:
+    """A pretraining run -> a ``save_pretrained`` folder of the BEV network without any head (neither the auxiliary
+    head nor the untrained segmentation heads): ``occfeat.load("local-dir:OUT")`` builds fresh heads and reports
+    them as re-initialised. ``config.json`` records the run's recipe, teacher and provenance."""
+    from safetensors.torch import load_file
+
+    from ..engine.checkpoint import MODEL_FILE, latest_checkpoint
+    from ..models import BEVModelConfig
+    from ..zoo.publishing import save_pretrained
+
+    run = Path(run_dir)
+    if not is_pretrain_run(run):
+        raise ConfigError(f"{run} is not an `occfeat pretrain` run (no {RUN_FILE} with kind {RUN_KIND!r}).")
+    info = json.loads((run / RUN_FILE).read_text())
+    latest = latest_checkpoint(run)
+    if latest is None:
+        raise ConfigError(f"{run} holds no checkpoint to export: pretrain first (occfeat pretrain ... --out {run}).")
+    prefix = "network."
+    state = {k[len(prefix):]: v for k, v in load_file(str(latest / MODEL_FILE)).items() if k.startswith(prefix)}
+    with torch.device("meta"):
+        model = BEVModel(BEVModelConfig.from_dict(info["model_config"]))
+    model.load_state_dict(state, assign=True)
+    provenance = {
+        "source": RUN_KIND, "run": str(run), "checkpoint": latest.name, "pretrained_from": info["model"],
+        "mode": info["recipe"]["mode"], "samples": info["samples"], "steps": info["steps"],
+        "dataset": f"{info['dataroot']} ({info['version']}, split {info['split']})", "labels_read": False,
+        "recipe": info["recipe"], "teacher": info["teacher"],
+    }
+    return save_pretrained(model, out_dir, weight_id=weight_id, provenance=provenance, parts=PRETRAINED_PARTS)
