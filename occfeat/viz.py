@@ -78,3 +78,29 @@ def save_prediction_png(outputs: dict[str, torch.Tensor], batch: dict[str, torch
         panels["map probability"] = colorize(drivable, 0, 1)
         panels["map: TP green, FP red, FN blue"] = overlay_errors(drivable, batch["map"][index, 0])
     return save_bev_panels(panels, path, scale=max(1, 400 // int(vehicle.shape[-1])))
+
+
+def save_image_grid(tiles: dict[str, np.ndarray], path: str | Path, columns: int = 3, header: str | None = None) -> Path:
+    """Save (H, W, 3) uint8 images in a grid of ``columns`` per row (row-major, in the dict's order), a title above
+    each and an optional ``header`` line above all; tiles of different sizes are top-left aligned in their cells."""
+    if not tiles:
+        raise ValueError("save_image_grid: no tiles to draw.")
+    title_h, pad = 18, 8
+    items = list(tiles.items())
+    cell_w = max(rgb.shape[1] for _, rgb in items)
+    cell_h = max(rgb.shape[0] for _, rgb in items) + title_h
+    columns = max(1, min(columns, len(items)))
+    rows = -(-len(items) // columns)
+    top = title_h + 4 if header else 0
+    out = Image.new("RGB", (columns * cell_w + (columns - 1) * pad, top + rows * cell_h + (rows - 1) * pad), "white")
+    draw = ImageDraw.Draw(out)
+    if header:
+        draw.text((4, 3), header, fill="black")
+    for i, (title, rgb) in enumerate(items):
+        x, y = (i % columns) * (cell_w + pad), top + (i // columns) * (cell_h + pad)
+        draw.text((x + 4, y + 3), title, fill="black")
+        out.paste(Image.fromarray(np.ascontiguousarray(rgb)), (x, y + title_h))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+    return path

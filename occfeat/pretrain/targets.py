@@ -111,6 +111,15 @@ def unravel_voxel_index(voxel_index: Tensor, grid: BEVGrid) -> tuple[Tensor, Ten
     return torch.div(voxel_index, num_z * h * w, rounding_mode="floor"), z_bin, row, col
 
 
+def voxel_centers_of(voxel_index: Tensor, grid: BEVGrid) -> Tensor:
+    """(K, 3) metric centres, in the raster frame, of the voxels at flat indices into a (B, Z, H, W) grid (float32:
+    a centre is never near a bin boundary, and 1e-6 relative error is far below a teacher patch)."""
+    _, z_bin, row, col = unravel_voxel_index(voxel_index, grid)
+    xy = grid.cell_to_metric(torch.stack([row, col], dim=-1).float())
+    z = grid.z_range[0] + (z_bin.float() + 0.5) * grid.z_resolution
+    return torch.cat([xy, z[:, None]], dim=-1)
+
+
 def sample_teacher_features(
     voxel_index: Tensor,
     teacher_maps: Tensor,
@@ -131,13 +140,8 @@ def sample_teacher_features(
         features (K, D) float32 (zeros for unseen voxels) and seen (K,) bool.
     """
     b, n, d, fh, fw = teacher_maps.shape
-    num_z, (h, w) = grid.num_heights, grid.shape
-    sample_of, z_bin, row, col = unravel_voxel_index(voxel_index, grid)
-    # Voxel centres in the raster frame; projected in float32 like the network's own geometry (a centre is never
-    # near a bin boundary, and 1e-6 relative error is far below a patch).
-    xy = grid.cell_to_metric(torch.stack([row, col], dim=-1).float())
-    z = grid.z_range[0] + (z_bin.float() + 0.5) * grid.z_resolution
-    centers = torch.cat([xy, z[:, None]], dim=-1)
+    sample_of = unravel_voxel_index(voxel_index, grid)[0]
+    centers = voxel_centers_of(voxel_index, grid)  # projected in float32, like the network's own geometry
     table = teacher_maps.detach().float().permute(0, 1, 3, 4, 2).reshape(b * n * fh * fw, d)  # one row per patch
     counts, taps, weights = [], [], []
     for i in range(b):  # B is a few samples per process; each has its own number of occupied voxels

@@ -73,8 +73,8 @@ def evaluate_pretraining(
 
     ``occupancy_iou`` (p > 0.5) against the Lidar occupancy, with the trivial predictors beside it:
     ``occupancy_iou_all_occupied`` (every voxel occupied: IoU = the occupied fraction; all-empty scores 0);
-    ``loss_occ`` / ``loss_feat`` as in training (means over batches); ``feature_cosine``, the mean cosine similarity
-    of predicted and teacher features at the distilled voxels.
+    ``loss_occ`` / ``loss_feat`` as in training (means over batches); ``feature_cosine``, the cosine similarity of
+    predicted and teacher features averaged over every distilled voxel.
     """
     uses_features = pretrainer.loss.uses_features
     if uses_features and teacher is None:
@@ -82,7 +82,7 @@ def evaluate_pretraining(
     device = next(pretrainer.parameters()).device
     was_training = pretrainer.training
     pretrainer.eval()
-    names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "feature_cosine"]
+    names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "cosine_sum", "distilled"]
     totals = dict.fromkeys(names, 0.0)
     shard = Subset(dataset, list(range(dist_utils.rank(), len(dataset), dist_utils.world_size())))
     loader = DataLoader(shard, batch_size=batch_size, collate_fn=collate)
@@ -97,7 +97,8 @@ def evaluate_pretraining(
         totals["loss_feat"] += metrics.get("loss_feat", 0.0)
         if uses_features and outputs["features"].shape[0]:
             cosine = F.cosine_similarity(outputs["features"].float(), targets.distilled_features, dim=1)
-            totals["feature_cosine"] += cosine.mean().item()
+            totals["cosine_sum"] += cosine.sum().item()
+            totals["distilled"] += cosine.numel()
         if "occupancy" in outputs:
             counts = occupancy_counts(outputs["occupancy"], targets.occupancy).tolist()
             for name, value in zip(("intersection", "union", "occupied", "voxels"), counts):
@@ -115,7 +116,7 @@ def evaluate_pretraining(
         scores["loss_occ"] = totals["loss_occ"] / batches
     if uses_features:
         scores["loss_feat"] = totals["loss_feat"] / batches
-        scores["feature_cosine"] = totals["feature_cosine"] / batches
+        scores["feature_cosine"] = totals["cosine_sum"] / max(totals["distilled"], 1.0)
     return scores
 
 
@@ -230,10 +231,11 @@ def pretrain(
     metrics = evaluate(pretrainer) if val_set is not None else {}
     if dist_utils.is_main():
         (out / "eval.json").write_text(json.dumps({"step": result.step, "split": val_split, "metrics": metrics}, indent=2) + "\n")
-        if pictures and val_set is not None:
+        if pictures:  # held-out key frames when there are some
             from .pictures import save_pretraining_pictures
 
-            save_pretraining_pictures(pretrainer, wrap(val_set), out / "pictures", teacher=teacher, cache=cache)
+            shown = val_set if val_set is not None else train_set
+            save_pretraining_pictures(pretrainer, wrap(shown), out / "pictures", teacher=teacher, cache=cache)
     summary = PretrainResult(pretrainer, result, metrics, out, steps, len(train_set))
     if dist_utils.is_main():
         print(summary.summary(), flush=True)
