@@ -20,6 +20,16 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of many small ops: as fast as two on tiny tensors, and no stalls (spinning
+    OpenMP threads) when other processes share the 2 cores; also makes child processes' results comparable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_batch(image_hw: tuple[int, int], batch_size: int = 1) -> dict[str, torch.Tensor]:
     """Random images on the nominal nuScenes rig, for a model configured at ``image_hw``."""
     intrinsics, cam_to_ego = nuscenes_camera_rig(image_hw)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import occfeat
 from occfeat.cli import main
@@ -18,13 +17,7 @@ from occfeat.finetune.training import export_run, finetune
 SMALL = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0}, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The runs below are many small ops: one thread avoids oversubscribing a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", ["bevformer-tiny", "simplebev-tiny"])

@@ -20,14 +20,7 @@ MAP_CLASSES = ("drivable_area", "walkway")
 IMAGE_HW = (32, 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Everything here is tiny: one intra-op thread is as fast as two, and does not stall (spinning OpenMP threads)
-    when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labelled_batch(seed: int, batch_size: int = 2, size: int = 8) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -27,15 +27,8 @@ from occfeat.pretrain.recipes import get_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0}, dropout=0.0)
-pytestmark = pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")]
 
 
 def run_pretraining(world, out: Path, cache: Path, **kwargs):
@@ -103,6 +96,32 @@ def test_export_drops_every_head_and_fine_tuning_loads_it_cleanly(pretrained_run
         out_dir=root / "finetune", count=2, recipe="cpu-tiny", max_steps=3, val_samples=1, device="cpu", progress=False,
     )
     assert tuned.model.load_report.clean and tuned.steps == 3
+
+
+def test_exported_weights_publish_to_a_hub_and_load_by_name(pretrained_run, tmp_path, capsys):
+    from occfeat.testing import HubServer
+    from occfeat.zoo.registry import REGISTRY, register_weights
+
+    result, root = pretrained_run
+    weight_id = "simplebev-tiny.occfeat-synthetic"
+    export_pretrain_run(root / "run", tmp_path / "export", weight_id=weight_id)
+    with HubServer() as hub:
+        pushed = occfeat.push_to_hub(tmp_path / "export", "occfeat-test/occfeat-synthetic", endpoint=hub.endpoint,
+                                     token="test-token")
+        entry = pushed["registry_entry"]
+        # The entry rebuilds this network, not the default simplebev-tiny: the run's raster and image size travel.
+        assert entry["model_args"]["image_size"] == [64, 128] and entry["model_args"]["grid"]["resolution"] == 1.0
+        assert entry["recipe"]["mode"] == "occfeat" and set(entry["parts"]) == {"backbone", "neck", "view_transform", "decoder"}
+        register_weights({"weights": {weight_id: entry}})
+        try:
+            model = occfeat.load(weight_id, endpoint=hub.endpoint, cache_dir=tmp_path / "cache")
+        finally:
+            REGISTRY.reset()
+    assert model.load_report.clean and model.provenance["commit"] == pushed["commit"]
+    assert model.config == result.pretrainer.network.config
+    for name, tensor in result.pretrainer.network.state_dict().items():
+        if not name.startswith("heads."):
+            assert torch.equal(model.state_dict()[name], tensor), name
 
 
 @pytest.mark.parametrize("mode", ["occupancy", "distillation"])

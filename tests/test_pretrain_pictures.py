@@ -24,13 +24,7 @@ PCA_FILES = ("pca-bev.png", "pca-cameras-A.png", "pca-cameras-B.png")
 OCCUPANCY_FILES = ("occupancy-0.png", "occupancy-1.png")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops on a busy 2-core machine: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- PCA -------------------------------------------------------------------------------------------------------------

@@ -28,13 +28,7 @@ GRID = occupancy_grid(BEVGrid(x_range=(-8.0, 8.0), y_range=(-8.0, 8.0), resoluti
 TEACHER_IMAGE_HW = (56, 112)  # a 4x8 patch grid for ViT-S/14
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Many small ops: one thread avoids oversubscribing a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------------------------------

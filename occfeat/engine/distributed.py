@@ -40,6 +40,18 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def split_global_batch(global_batch: int, samples: int) -> tuple[int, int]:
+    """A recipe's global batch -> (processes, samples per process and micro-batch), from ``WORLD_SIZE`` (set by
+    torchrun; callable before the process group is up). The per-process batch is capped by the dataset size."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if global_batch % processes:
+        raise ConfigError(
+            f"batch_size={global_batch} is the global batch: it must divide by the {processes} processes. Pick a "
+            f"multiple of {processes}, or launch a number of processes that divides it."
+        )
+    return processes, min(global_batch // processes, samples)
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"``, ``"cpu"`` or ``"cuda"`` to this process's device (``cuda:LOCAL_RANK`` under torchrun)."""
     if device == "auto":

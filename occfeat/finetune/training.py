@@ -11,7 +11,6 @@ One command from a laptop CPU to many GPUs::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -110,12 +109,7 @@ def finetune(
     if val_samples is not None:
         val_set.sample_tokens = val_set.sample_tokens[:val_samples]
     steps = max_steps or schedule_steps(recipe, len(train_set))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if recipe.batch_size % world:
-        raise ConfigError(f"recipe batch_size={recipe.batch_size} is the global batch: it must divide by the {world} processes.")
-    per_process = recipe.batch_size // world
-    if per_process > len(train_set):
-        per_process = len(train_set)
+    world, per_process = dist_utils.split_global_batch(recipe.batch_size, len(train_set))
 
     if freeze_parts:
         freeze(network, list(freeze_parts), bn="eval")

@@ -5,7 +5,7 @@
 ``occfeat-nuscenes`` is the paper-scale run for a cluster (nuScenes trainval, 28,130 key frames, batch 16 = 8 GPUs x 2,
 24 epochs = 42,195 steps). The paper publishes no schedule: ours takes the fine-tuning recipe's optimiser (AdamW,
 OneCycle, peak 3e-4, bf16) and a length of 24 epochs, a common budget for BEV pretraining; override ``epochs``.
-``cpu-tiny`` is the laptop miniature on a generated world.
+``cpu-tiny`` is the laptop miniature on a generated world; it weights the BCE of occupied voxels 5x (see RECIPES).
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ RECIPES: dict[str, PretrainRecipe] = {
     "cpu-tiny": PretrainRecipe(
         "cpu-tiny", image_size="112x240", batch_size=2, epochs=10.0, lr=1e-3, precision="fp32", num_workers=0,
         eval_every=50, checkpoint_every=100, teacher_weights="auto",
+        # A few hundred steps of plain BCE leave every voxel below p = 0.5 (~4 % are occupied): held-out IoU 0.000.
+        # Weighting the occupied voxels 5x gives 0.297 (bench/RESULTS.md); the paper-scale recipe keeps plain BCE.
+        pos_weight=5.0,
     ),
 }
 

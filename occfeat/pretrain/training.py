@@ -187,10 +187,7 @@ def pretrain(
     )
 
     steps = max_steps or recipe.steps(len(train_set))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if recipe.batch_size % world:
-        raise ConfigError(f"recipe batch_size={recipe.batch_size} is the global batch: it must divide by the {world} processes.")
-    per_process = min(recipe.batch_size // world, len(train_set))
+    world, per_process = dist_utils.split_global_batch(recipe.batch_size, len(train_set))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     train_config = TrainConfig(
         out_dir=str(out), max_steps=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_write
-from ..models import PARTS, BEVModel, BEVModelConfig
+from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config
 from .hub import sha256_file
 from .loading import CONFIG_FILE, WEIGHTS_FILE
 from .registry import WeightSpec
@@ -178,14 +178,26 @@ def push_to_hub(
                  if p.is_file() and p.suffix in (".safetensors", ".json")}
     weight_id = weight_id or config.get("weight_id") or f"{config['architecture']}.custom"
     template = {
-        "architecture": config["architecture"], "aliases": [], "model_args": {}, "input": config["input"],
-        "classes": config["classes"], "parts": {p: p + "." for p in PARTS},
+        "architecture": config["architecture"], "aliases": [], "model_args": _model_args(config),
+        "input": config["input"], "classes": config["classes"], "parts": {p: p + "." for p in config.get("parts", PARTS)},
         "reinit_keys": ["heads.*"], "license": "apache-2.0", "dataset": "", "paper": {}, "metrics": [],
         "recipe": config.get("provenance", {}).get("recipe", {}),
     }
     entry = registry_entry(template, repo_id, commit, files)
     print(json.dumps({"weights": {weight_id: entry}}, indent=2))
     return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry}
+
+
+def _model_args(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a ``config.json`` that differ from its registered architecture's defaults: what a registry
+    entry must pass to rebuild exactly this network (e.g. a smaller raster or image size)."""
+    from ..models import list_models
+
+    model = {k: v for k, v in config["model"].items() if k != "arch"}
+    if config["architecture"] not in list_models():
+        return model
+    default = json.loads(json.dumps(get_model_config(config["architecture"]).to_dict()))
+    return {k: v for k, v in model.items() if default.get(k) != v}
 
 
 def _registry_document(name: str) -> tuple[WeightSpec, BEVModelConfig, dict[str, Any]]:
