@@ -207,7 +207,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, architectures=args.arch, batch_size=args.batch_size, seed=args.seed)
+    run_demo(out_dir=args.out, quick=args.quick, seed=args.seed)
     return 0
 
 
@@ -346,10 +346,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     _add_lazy_verbs(verbs, selected)
 
-    demo = verbs.add_parser("demo", help="the end-to-end job on the embedded default (see README)")
+    demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")
-    demo.add_argument("--arch", nargs="+", default=["bevformer-tiny", "simplebev-tiny"], help="architectures")
-    demo.add_argument("--batch-size", type=int, default=2)
+    demo.add_argument("--quick", action="store_true", help="a smaller world and shorter runs (about 3 minutes)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -32,14 +32,6 @@ def test_models_verb_lists_architectures(capsys):
     assert configs["simplebev-r101"]["image_size"] == [448, 800]
 
 
-def test_demo_writes_a_report(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--arch", "simplebev-tiny", "--batch-size", "1"]) == 0
-    assert "occfeat demo:" in capsys.readouterr().out
-    report = (tmp_path / "report.md").read_text()
-    assert "simplebev-tiny" in report
-    assert (tmp_path / "simplebev-tiny.png").stat().st_size > 1000
-
-
 def test_typed_errors_become_a_one_line_message(capsys):
-    assert main(["demo", "--out", "unused", "--arch", "simplebev-tinny"]) == 2
-    assert "unknown architecture 'simplebev-tinny'" in capsys.readouterr().err
+    assert main(["finetune", "simplebev-tinny", "--dataroot", "unused", "--out", "unused"]) == 2
+    assert "unknown weights 'simplebev-tinny'. Did you mean" in capsys.readouterr().err

@@ -43,6 +43,26 @@ def teacher_input_size(image_hw: tuple[int, int], patch: int) -> tuple[int, int]
     return tuple(max(1, round(s / patch)) * patch for s in image_hw)  # type: ignore[return-value]
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection now (False in offline mode): "auto" asks this
+    first, so that an air-gapped machine does not sit through huggingface_hub's retries (~45 s) before falling back."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    from ..zoo.hub import is_offline
+
+    if is_offline():
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -147,7 +167,9 @@ class Teacher(nn.Module):
                 raise InputError(f"teacher weights {path} do not exist.")
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, img_size=input_size)
             return model, f"file:{_sha256(path)}"
-        if weights in ("hub", "auto"):
+        if weights == "auto" and not hub_reachable():
+            reason = "the Hub is unreachable"
+        elif weights in ("hub", "auto"):
             try:
                 return timm.create_model(name, pretrained=True, img_size=input_size), f"hub:{name}"
             except Exception as error:  # noqa: BLE001 (timm raises whatever the download raised)

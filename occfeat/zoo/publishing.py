@@ -154,6 +154,7 @@ def push_to_hub(
     private: bool = False,
     commit_message: str = "Upload occfeat weights",
     weight_id: str | None = None,
+    print_entry: bool = True,
 ) -> dict[str, Any]:
     """Upload a ``save_pretrained`` folder (written first when given a model) to ``repo_id``.
 
@@ -184,7 +185,8 @@ def push_to_hub(
         "recipe": config.get("provenance", {}).get("recipe", {}),
     }
     entry = registry_entry(template, repo_id, commit, files)
-    print(json.dumps({"weights": {weight_id: entry}}, indent=2))
+    if print_entry:
+        print(json.dumps({"weights": {weight_id: entry}}, indent=2))
     return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry}
 
 
