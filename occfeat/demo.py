@@ -224,9 +224,17 @@ def compare_pretrainings(
     return results
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", *, quick: bool = False, seed: int = 0, progress: bool = True) -> Path:
-    """The main job (see the module docstring); returns the report folder."""
-    settings = QUICK if quick else DEFAULT
+def run_demo(
+    out_dir: str | Path = "outputs/demo",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    settings: ComparisonSettings | None = None,
+) -> Path:
+    """The main job (see the module docstring); returns the report folder. ``settings`` overrides the default (or
+    ``quick``) sizes."""
+    settings = settings or (QUICK if quick else DEFAULT)
     out = Path(out_dir)
     if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not an occfeat demo folder: choose another --out.")

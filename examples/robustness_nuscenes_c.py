@@ -1,0 +1,55 @@
+"""Vehicle IoU under the nuScenes-C camera corruptions (Brightness, Fog, Snow, MotionBlur, ... at 3 severities).
+
+    python examples/robustness_nuscenes_c.py                                    # generated world, untrained model
+    python examples/robustness_nuscenes_c.py --model local-dir:runs/ft/export --dataroot /data/nuscenes
+
+The corruptions are applied to the network's images on the fly, deterministically per sample: no corrupted copy of
+the dataset is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import occfeat
+from occfeat.data import CORRUPTIONS, SEVERITIES, NuScenesBEV
+from occfeat.data.synthetic import generate_world
+from occfeat.finetune.evaluation import evaluate_corruptions
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="simplebev-tiny")
+    parser.add_argument("--dataroot", default=None, help="a nuScenes dataroot (default: generate a small world)")
+    parser.add_argument("--version", default="v1.0-trainval")
+    parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
+    parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
+    parser.add_argument("--samples", type=int, default=None, help="first N validation samples only")
+    parser.add_argument("--out", default="outputs/examples/robustness")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+
+    dataroot, version = args.dataroot, args.version
+    if dataroot is None:
+        world = generate_world(out / "world", scenes=2, samples_per_scene=2, image_hw=(90, 160), overwrite=True, progress=False)
+        dataroot, version = world.dataroot, world.version
+
+    model = occfeat.load(args.model, pretrained=args.model not in occfeat.list_models()).eval()
+    config = model.config
+    clean = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid)
+    tokens = clean.sample_tokens[: args.samples]
+
+    def dataset(corruption):  # None: the clean images
+        data = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid,
+                           corruption=corruption, nusc=clean.nusc)
+        data.sample_tokens = tokens
+        return data
+
+    results, table = evaluate_corruptions(model, dataset, corruptions=args.corruptions, severities=args.severities)
+    print(f"clean vehicle IoU {100 * results['clean']['vehicle_iou']:.1f}")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
