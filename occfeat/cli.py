@@ -31,8 +31,11 @@ def _print(data: object, as_json: bool, text: str) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .zoo.registry import get_weights, list_weights
+    from .zoo.registry import get_weights, list_weights, weights_table
 
+    if args.markdown:
+        print(weights_table(args.pattern))
+        return 0
     specs = [get_weights(name) for name in list_weights(args.pattern)]
     rows = [f"{'weight id':<36} {'aliases':<28} {'architecture':<16} status"]
     rows += [f"{s.id:<36} {','.join(s.aliases):<28} {s.architecture:<16} "
@@ -247,6 +250,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     listing = verbs.add_parser("list", help="list the registered weights (no torch import)")
     listing.add_argument("pattern", nargs="?", default="*")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--markdown", action="store_true", help="the markdown table of the README's zoo section")
     listing.set_defaults(func=_cmd_list)
 
     info = verbs.add_parser("info", help="everything the registry knows about a weight id or alias")

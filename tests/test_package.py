@@ -35,3 +35,13 @@ def test_models_verb_lists_architectures(capsys):
 def test_typed_errors_become_a_one_line_message(capsys):
     assert main(["finetune", "simplebev-tinny", "--dataroot", "unused", "--out", "unused"]) == 2
     assert "unknown weights 'simplebev-tinny'. Did you mean" in capsys.readouterr().err
+
+
+def test_readme_zoo_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from occfeat.zoo.registry import weights_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- zoo-table:begin -->")[1].split("<!-- zoo-table:end -->")[0]
+    assert block.strip() == weights_table(), "regenerate it: occfeat list --markdown"

@@ -220,6 +220,19 @@ def register_weights(source: str | Path | dict[str, Any]) -> list[str]:
     return REGISTRY.add(_read_registry_file(Path(source), "register_weights"), str(source))
 
 
+def weights_table(pattern: str = "*") -> str:
+    """The registered weights as a markdown table (what the README's zoo table is generated from)."""
+    lines = ["| weight id | aliases | architecture | pretraining | status | reported (paper, 1 % labels) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in list_weights(pattern):
+        spec = get_weights(name)
+        status = f"published @ `{spec.commit[:8]}`" if spec.published and spec.commit else "not published yet"
+        reported = ", ".join(f"{m['task'].split(' (')[0]} {m['value']}" for m in spec.metrics) or "-"
+        aliases = ", ".join(f"`{a}`" for a in spec.aliases) or "-"
+        lines.append(f"| `{spec.id}` | {aliases} | `{spec.architecture}` | {spec.recipe.get('mode', '-')} | {status} | {reported} |")
+    return "\n".join(lines)
+
+
 def list_weights(pattern: str = "*", include_aliases: bool = False) -> list[str]:
     """Weight ids (and aliases, if asked) matching a shell-style pattern, sorted."""
     return REGISTRY.names(pattern, include_aliases)
