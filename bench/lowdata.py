@@ -7,7 +7,7 @@ scratch / occupancy / OccFeat at a low and a high label fraction, evaluate on th
 the pretraining, the labelled subset and the fine-tuning. Prints mean +- std per cell (and writes results.json,
 comparison.png beside it).
 
-    python bench/lowdata.py                                   # 3 seeds, ~45 min on 2 CPU cores
+    python bench/lowdata.py                                   # 3 seeds, about 45 min on 2 CPU cores
     python bench/lowdata.py --seeds 0 1 2 3 4 --pretrain-steps 600 --out outputs/lowdata-long
 """
 
@@ -27,23 +27,23 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/lowdata")
     parser.add_argument("--arch", default="simplebev-tiny")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--scenes", type=int, default=10)
+    parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--samples-per-scene", type=int, default=10)
     parser.add_argument("--pretrain-steps", type=int, default=200)
-    parser.add_argument("--finetune-steps", type=int, default=120)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 1.0])
+    parser.add_argument("--finetune-steps", nargs="+", type=int, default=[80, 200], help="one per fraction")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = ComparisonSettings(
         arch=args.arch, scenes=args.scenes, samples_per_scene=args.samples_per_scene,
-        pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps, fractions=tuple(args.fractions),
+        pretrain_steps=args.pretrain_steps, finetune_steps=tuple(args.finetune_steps), fractions=tuple(args.fractions),
     )
     started = time.perf_counter()
     results = compare_pretrainings(args.out, settings, seeds=args.seeds, progress=False)
     cells = results["cells"]
     title = (f"{args.arch}, generated world {args.scenes}x{args.samples_per_scene}, {args.pretrain_steps} pretraining + "
-             f"{args.finetune_steps} fine-tuning steps, mean ± std over seeds {args.seeds}")
+             f"{'/'.join(map(str, args.finetune_steps))} fine-tuning steps, mean ± std over seeds {args.seeds}")
     plot_comparison(cells, Path(args.out) / "comparison.png", title)
     print(markdown_table(cells))
     for fraction in settings.fractions:

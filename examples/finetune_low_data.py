@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from occfeat.data.synthetic import generate_world
+from occfeat.data.synthetic import dataroot_or_world
 from occfeat.finetune.training import finetune
 
 
@@ -31,11 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
 
-    dataroot, version = args.dataroot, args.version
-    if dataroot is None:
-        world = generate_world(out / "world", scenes=args.scenes, samples_per_scene=4, image_hw=(90, 160),
-                               overwrite=True, progress=False)
-        dataroot, version = world.dataroot, world.version
+    # Without --dataroot: a small generated world (nuScenes format, read by the real nuscenes-devkit).
+    dataroot, version = dataroot_or_world(args.dataroot, args.version, out / "world", scenes=args.scenes, samples_per_scene=4)
 
     result = finetune(args.model, dataroot=dataroot, version=version, out_dir=out / "run", fraction=args.fraction,
                       recipe=args.recipe, max_steps=args.steps or None, device="auto")

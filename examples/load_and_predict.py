@@ -16,7 +16,7 @@ import torch
 
 import occfeat
 from occfeat.data import NuScenesBEV, collate
-from occfeat.data.synthetic import generate_world
+from occfeat.data.synthetic import dataroot_or_world
 from occfeat.viz import save_prediction_png
 
 
@@ -29,10 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
 
-    dataroot, version = args.dataroot, args.version
-    if dataroot is None:  # a 2-scene procedural world, seconds to write
-        world = generate_world(out / "world", scenes=2, samples_per_scene=2, image_hw=(90, 160), overwrite=True, progress=False)
-        dataroot, version = world.dataroot, world.version
+    # Without --dataroot: a small generated world (nuScenes format, read by the real nuscenes-devkit).
+    dataroot, version = dataroot_or_world(args.dataroot, args.version, out / "world", scenes=2, samples_per_scene=2)
 
     # An architecture name builds it untrained; anything else (id, alias, hf-hub:, local-dir:) loads weights.
     model = occfeat.load(args.model, pretrained=args.model not in occfeat.list_models()).eval()

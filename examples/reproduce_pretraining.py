@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import occfeat
-from occfeat.data.synthetic import generate_world
+from occfeat.data.synthetic import dataroot_or_world
 from occfeat.pretrain import export_pretrain_run, pretrain
 
 
@@ -33,11 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
 
-    dataroot, version = args.dataroot, args.version
-    if dataroot is None:
-        world = generate_world(out / "world", scenes=args.scenes, samples_per_scene=4, image_hw=(90, 160),
-                               overwrite=True, progress=False)
-        dataroot, version = world.dataroot, world.version
+    # Without --dataroot: a small generated world (nuScenes format, read by the real nuscenes-devkit).
+    dataroot, version = dataroot_or_world(args.dataroot, args.version, out / "world", scenes=args.scenes, samples_per_scene=4)
 
     # Every setting the paper leaves open is a recipe field; run.json records the values used.
     result = pretrain(args.arch, dataroot=dataroot, version=version, out_dir=out / "run", recipe=args.recipe,

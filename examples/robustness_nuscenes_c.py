@@ -14,7 +14,7 @@ from pathlib import Path
 
 import occfeat
 from occfeat.data import CORRUPTIONS, SEVERITIES, NuScenesBEV
-from occfeat.data.synthetic import generate_world
+from occfeat.data.synthetic import dataroot_or_world
 from occfeat.finetune.evaluation import evaluate_corruptions
 
 
@@ -30,10 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
 
-    dataroot, version = args.dataroot, args.version
-    if dataroot is None:
-        world = generate_world(out / "world", scenes=2, samples_per_scene=2, image_hw=(90, 160), overwrite=True, progress=False)
-        dataroot, version = world.dataroot, world.version
+    # Without --dataroot: a small generated world (nuScenes format, read by the real nuscenes-devkit).
+    dataroot, version = dataroot_or_world(args.dataroot, args.version, out / "world", scenes=2, samples_per_scene=2)
 
     model = occfeat.load(args.model, pretrained=args.model not in occfeat.list_models()).eval()
     config = model.config

@@ -12,8 +12,8 @@ from occfeat.demo import ComparisonSettings, run_demo
 from occfeat.errors import ConfigError
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")]
-TINY = ComparisonSettings(scenes=2, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2, finetune_steps=2,
-                          fractions=(0.5, 1.0), val_samples=2)
+TINY = ComparisonSettings(scenes=2, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
+                          fractions=(0.5, 1.0), finetune_steps=(2, 3), val_samples=2)
 
 
 def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys):
@@ -28,6 +28,7 @@ def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys)
         cell = next(c for c in results["cells"] if c["init"] == row["init"] and c["fraction"] == row["fraction"])
         assert cell["vehicle_iou"] == row["vehicle_iou"]  # one seed: the cell is the run
         assert f"| {100 * row['vehicle_iou']:.1f} |" in report
+        assert json.loads((out / "runs" / row["run"].split("/runs/")[-1] / "run.json").read_text())["steps"] == row["steps"]
     # The zoo path: both pretrained networks came back by name from the loopback Hub with clean reports.
     assert len(results["load_reports"]) == 2
     assert all("missing 0, unexpected 0, shape mismatches 0" in r for r in results["load_reports"].values())

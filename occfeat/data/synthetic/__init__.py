@@ -14,12 +14,14 @@ Modules: ``catalog`` (taxonomy, object shapes), ``town`` (layout and static obje
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ...errors import ConfigError
 from .preview import render_sample_png
 from .world import INSTANCE_MASK_DIR, SPLITS_FILENAME, WORLD_FILENAME, WorldSummary, generate_world, instance_mask_path
 
 __all__ = [
+    "dataroot_or_world",
     "INSTANCE_MASK_DIR",
     "SPLITS_FILENAME",
     "WORLD_FILENAME",
@@ -31,6 +33,19 @@ __all__ = [
     "render_sample_png",
     "run_synth",
 ]
+
+
+def dataroot_or_world(
+    dataroot: str | None, version: str, world_dir: str | Path, *, scenes: int = 2, samples_per_scene: int = 2,
+    image_hw: tuple[int, int] = (90, 160),
+) -> tuple[str, str]:
+    """``(dataroot, version)`` as given, or, without a dataroot, those of a small world written to ``world_dir`` (what
+    the examples and quick experiments run on when no nuScenes is at hand)."""
+    if dataroot is not None:
+        return dataroot, version
+    world = generate_world(world_dir, scenes=scenes, samples_per_scene=samples_per_scene, image_hw=image_hw,
+                           overwrite=True, progress=False)
+    return str(world.dataroot), world.version
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
