@@ -182,18 +182,20 @@ def plot_comparison(cells: list[dict[str, Any]], path: Path, title: str) -> Path
             xs = [j + (i - (len(INITS) - 1) / 2) * width for j in range(len(fractions))]
             heights = [100 * c[key] if c else 0.0 for c in group]
             errors = [100 * c[key + "_std"] if c else 0.0 for c in group]
-            bars = axis.bar(xs, heights, width, yerr=errors if any(errors) else None, capsize=3,
-                            color=colours[init], label=INIT_LABELS[init])
-            axis.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+            axis.bar(xs, heights, width, yerr=errors if any(errors) else None, capsize=3, color=colours[init],
+                     label=INIT_LABELS[init], error_kw={"elinewidth": 1, "alpha": 0.7})
+            for x, height, error in zip(xs, heights, errors):  # the value above its error bar, never under it
+                axis.text(x, height + error, f"{height:.1f}", ha="center", va="bottom", fontsize=8)
         samples = {c["fraction"]: c["train_samples"] for c in cells}
         axis.set_xticks(range(len(fractions)), [f"{f:.0%} of labels\n({samples[f]} samples)" for f in fractions])
         axis.set_ylabel(f"{label} (%)")
         axis.set_title(label)
         axis.set_ylim(0, max(5.0, 1.25 * max(100 * c[key] + 100 * c[key + "_std"] for c in cells)))
         axis.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(loc="upper left", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(INITS), fontsize=9, frameon=False)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
