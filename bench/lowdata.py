@@ -32,12 +32,14 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=200)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 1.0])
     parser.add_argument("--finetune-steps", nargs="+", type=int, default=[80, 200], help="one per fraction")
+    parser.add_argument("--teacher-weights", default="auto", help="auto | random | DINOv2 as FILE.safetensors")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = ComparisonSettings(
         arch=args.arch, scenes=args.scenes, samples_per_scene=args.samples_per_scene,
         pretrain_steps=args.pretrain_steps, finetune_steps=tuple(args.finetune_steps), fractions=tuple(args.fractions),
+        teacher_weights=args.teacher_weights,
     )
     started = time.perf_counter()
     results = compare_pretrainings(args.out, settings, seeds=args.seeds, progress=False)

@@ -48,6 +48,8 @@ class ComparisonSettings:
     # leaves the full set under-trained: 80 steps gave 3.9 vehicle IoU at 100 % of the labels vs. 10.5 at 10 %).
     finetune_steps: tuple[int, ...] = (60, 150)
     val_samples: int | None = None  # None: every held-out key frame
+    # "auto": DINOv2 from the Hub when reachable, else random weights (loudly); or "random", or a .safetensors file.
+    teacher_weights: str = "auto"
 
     def __post_init__(self) -> None:
         if len(self.finetune_steps) != len(self.fractions):
@@ -89,7 +91,8 @@ def pretrain_and_publish(
         run = out / "runs" / f"pretrain-{mode}-s{seed}"
         pretrain(settings.arch, dataroot=world.dataroot, version=world.version, out_dir=run, recipe="cpu-tiny",
                  mode=mode, max_steps=settings.pretrain_steps, val_samples=settings.val_samples, seed=seed,
-                 device="cpu", progress=progress, teacher_weights="auto", cache_dir=out / "teacher-cache")
+                 device="cpu", progress=progress, teacher_weights=settings.teacher_weights,
+                 cache_dir=out / "teacher-cache")
         folder = out / "weights" / weight_id
         export_pretrain_run(run, folder, weight_id=weight_id)
         pushed = push_to_hub(folder, f"occfeat-demo/{weight_id}", endpoint=hub.endpoint, token="occfeat-demo",

@@ -13,7 +13,8 @@ from occfeat.errors import ConfigError
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")]
 TINY = ComparisonSettings(scenes=2, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
-                          fractions=(0.5, 1.0), finetune_steps=(2, 3), val_samples=2)
+                          fractions=(0.5, 1.0), finetune_steps=(2, 3), val_samples=2,
+                          teacher_weights="random")  # "auto" would probe huggingface.co: tests stay on loopback
 
 
 def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys):

@@ -202,9 +202,13 @@ def pretrain(
         maps = teacher_maps_for(batch, teacher, cache) if teacher is not None else None
         return module(batch, maps)
 
+    evaluations: dict[int, dict[str, float]] = {}  # by step: the trainer's final evaluation is the run's result
+
     def evaluate(module: nn.Module) -> dict[str, float]:
         assert val_set is not None
-        return evaluate_pretraining(module, wrap(val_set), teacher=teacher, cache=cache, batch_size=max(1, per_process))
+        scores = evaluate_pretraining(module, wrap(val_set), teacher=teacher, cache=cache, batch_size=max(1, per_process))
+        evaluations[trainer.step] = scores
+        return scores
 
     trainer = Trainer(
         pretrainer, step_fn,
@@ -225,7 +229,9 @@ def pretrain(
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
         }, indent=2, default=str) + "\n")
     result = trainer.fit()
-    metrics = evaluate(pretrainer) if val_set is not None else {}
+    metrics: dict[str, float] = {}
+    if val_set is not None:  # evaluated at the last step already, unless the run was resumed after it or pre-empted
+        metrics = evaluations.get(result.step) or evaluate(pretrainer)
     if dist_utils.is_main():
         (out / "eval.json").write_text(json.dumps({"step": result.step, "split": val_split, "metrics": metrics}, indent=2) + "\n")
         if pictures:  # held-out key frames when there are some
