@@ -1,10 +1,11 @@
-"""Vehicle IoU under the nuScenes-C camera corruptions (Brightness, Fog, Snow, MotionBlur, ... at 3 severities).
+"""Vehicle and map IoU under the nuScenes-C camera corruptions (RoboBEV's eight, 3 severities), with RR and mRR.
 
     python examples/robustness_nuscenes_c.py                                    # generated world, untrained model
-    python examples/robustness_nuscenes_c.py --model local-dir:runs/ft/export --dataroot /data/nuscenes
+    python examples/robustness_nuscenes_c.py --model local-dir:runs/ft/export --dataroot /data/nuscenes \
+        --corruption-root /data/nuscenes-c                                      # the released nuScenes-C images
 
-The corruptions are applied to the network's images on the fly, deterministically per sample: no corrupted copy of
-the dataset is written.
+With --corruption-root the released corrupted images are read; without it the corruptions are regenerated on the
+fly with RoboBEV's definitions, on each source image before the resize, deterministically per sample.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="v1.0-trainval")
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
+    parser.add_argument("--corruption-root", default=None, help="the released nuScenes-C folder (default: regenerate)")
     parser.add_argument("--samples", type=int, default=None, help="first N validation samples only")
     parser.add_argument("--out", default="outputs/examples/robustness")
     args = parser.parse_args(argv)
@@ -40,13 +42,16 @@ def main(argv: list[str] | None = None) -> None:
 
     def dataset(corruption):  # None: the clean images
         data = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid,
-                           corruption=corruption, nusc=clean.nusc)
+                           corruption=corruption, corruption_root=args.corruption_root if corruption else None,
+                           nusc=clean.nusc)
         data.sample_tokens = tokens
         return data
 
-    results, table = evaluate_corruptions(model, dataset, corruptions=args.corruptions, severities=args.severities)
-    print(f"clean vehicle IoU {100 * results['clean']['vehicle_iou']:.1f}")
-    print(table)
+    results, tables = evaluate_corruptions(model, dataset, corruptions=args.corruptions, severities=args.severities)
+    print(tables)
+    mrr = results["robustness"]["vehicle_iou"]
+    print(f"clean vehicle IoU {100 * results['clean']['vehicle_iou']:.1f}, mRR {100 * mrr['mRR']:.1f} % "
+          f"over {mrr['corruptions']} corruption(s)")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune.training import finetune
 
-    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers)) if v is not None}
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers),
+                                   ("label_protocol", args.label_protocol)) if v is not None}
     result = finetune(
         args.model, dataroot=args.dataroot, version=args.version, out_dir=args.out, fraction=args.fraction,
         count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
@@ -165,31 +166,52 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data import NuScenesBEV
+    from .data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption
+    from .data.labels import check_label_protocol
+    from .errors import ConfigError
     from .finetune.evaluation import evaluate_corruptions, evaluate_model, write_report
     from .finetune.training import load_for_finetuning
 
+    names = list(CORRUPTIONS) if args.corruption == ["all"] else list(args.corruption or [])
+    severities = list(args.severity or SEVERITIES)
+    if args.severity and not names:
+        raise ConfigError("--severity needs --corruption NAME [NAME ...] or --corruption all.")
+    if args.corruption_root and not names:
+        raise ConfigError("--corruption-root needs --corruption NAME [NAME ...] or --corruption all.")
+    for name in names:  # fail before loading anything
+        for severity in severities:
+            check_corruption(name, severity)
+    check_label_protocol(args.label_protocol)
     model = load_for_finetuning(args.model).to(args.device)
     config = model.config
 
     def dataset(corruption):  # type: ignore[no-untyped-def]
         data = NuScenesBEV(args.dataroot, args.version, args.split, image_size=config.image_size, grid=config.grid,
-                           map_classes=config.map_classes, corruption=corruption, seed=args.seed)
+                           map_classes=config.map_classes, corruption=corruption, seed=args.seed,
+                           corruption_root=args.corruption_root if corruption else None,
+                           label_protocol=args.label_protocol)
         if args.samples:
             data.sample_tokens = data.sample_tokens[: args.samples]
         return data
 
     out = Path(args.out)
     options = dict(batch_size=args.batch_size, device=args.device, progress=True)
-    if args.corruption == "all":
-        results, table = evaluate_corruptions(model, dataset, **options)
-        (out / "corruptions.md").parent.mkdir(parents=True, exist_ok=True)
-        (out / "corruptions.md").write_text(table + "\n")
-        report = write_report(results, out / "eval.json", model=args.model, split=args.split)
-        print(table)
+    context = dict(model=args.model, split=args.split, label_protocol=args.label_protocol)
+    if len(names) * len(severities) > 1:
+        results, tables = evaluate_corruptions(model, dataset, corruptions=names, severities=severities, **options)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "corruptions.md").write_text(tables + "\n")
+        source = f"released files under {args.corruption_root}" if args.corruption_root else "regenerated on the fly"
+        report = write_report(results, out / "eval.json", corruptions=names, severities=severities,
+                              corruption_source=source, **context)
+        print(tables)
+        print("nuScenes-C: " + ", ".join(f"{key} mRR {100 * r['mRR']:.1f} % over {r['corruptions']} corruption(s)"
+                                          for key, r in results["robustness"].items()) + f" ({source})")
     else:
-        corruption = (args.corruption, args.severity) if args.corruption else None
+        corruption = (names[0], severities[0]) if names else None
         results = evaluate_model(model, dataset(corruption), pictures=args.pictures, picture_dir=out / "pictures", **options)
-        report = write_report(results, out / "eval.json", model=args.model, split=args.split, corruption=corruption)
+        report = write_report(results, out / "eval.json", corruption=corruption, corruption_root=args.corruption_root,
+                              **context)
     scores = results.get("clean", results)
     print(f"occfeat evaluate: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}; report {report}")
     return 0
@@ -301,6 +323,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     tune.add_argument("--num-workers", type=int, default=None)
     tune.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N val samples only")
     tune.add_argument("--freeze", nargs="*", default=[], help="parts to keep frozen, e.g. backbone neck")
+    tune.add_argument("--label-protocol", default=None, help="vehicle raster: lss (the literature's, default) | cell-center")
     tune.set_defaults(func=_cmd_finetune)
 
     pre = verbs.add_parser("pretrain", parents=[data_options], help="OccFeat self-supervised pretraining (no labels)")
@@ -333,8 +356,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     evaluation.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH")
     evaluation.add_argument("--split", default="val")
     evaluation.add_argument("--out", default="outputs/evaluate")
-    evaluation.add_argument("--corruption", default=None, help="a nuScenes-C corruption name, or 'all' for the table")
-    evaluation.add_argument("--severity", type=int, default=1)
+    evaluation.add_argument("--corruption", nargs="+", default=None,
+                            help="nuScenes-C corruption name(s), or 'all': several (corruption, severity) pairs print "
+                                 "the table with RR and mRR")
+    evaluation.add_argument("--severity", type=int, nargs="+", default=None,
+                            help="1 (easy), 2 (mid), 3 (hard); default all three")
+    evaluation.add_argument("--corruption-root", default=None,
+                            help="the released nuScenes-C folder (<root>/<Corruption>/<easy|mid|hard>/<CAM_X>/...); "
+                                 "without it the corruptions are regenerated on the fly")
+    evaluation.add_argument("--label-protocol", default="lss", help="vehicle raster: lss (the literature's) | cell-center")
     evaluation.add_argument("--samples", type=int, default=None, help="first N samples only")
     evaluation.add_argument("--batch-size", type=int, default=4)
     evaluation.add_argument("--pictures", type=int, default=4)

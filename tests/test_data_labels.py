@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from occfeat.data import load_subset, save_subset, select_subset
-from occfeat.data.labels import VehicleBox, rasterize_vehicles, sample_map_mask
+from occfeat.data.labels import LABEL_PROTOCOLS, VehicleBox, rasterize_vehicles, sample_map_mask
 from occfeat.errors import ConfigError, InputError
 from occfeat.models.geometry import BEVGrid, bev_augmentation_matrix
 
@@ -18,24 +18,25 @@ def box_corners(x, y, length, width, yaw_deg):
     return local @ np.array([[c, -s], [s, c]]).T + [x, y]
 
 
-def test_vehicle_raster_area_matches_the_footprints():
+def test_cell_center_raster_area_matches_the_footprints():
     grid = BEVGrid()
     rng = np.random.default_rng(0)
     total_true = total_raster = 0.0
     for _ in range(40):  # cars, vans, buses at random places and headings
         length, width = rng.uniform(3.5, 12.0), rng.uniform(1.7, 2.6)
         box = VehicleBox(box_corners(*rng.uniform(-40, 40, 2), length, width, rng.uniform(0, 360)), visibility=4)
-        area = rasterize_vehicles(grid, [box])["vehicle"].sum() * grid.resolution**2
+        area = rasterize_vehicles(grid, [box], protocol="cell-center")["vehicle"].sum() * grid.resolution**2
         assert area == pytest.approx(length * width, rel=0.15)  # one box: +- a row of cells
         total_true += length * width
         total_raster += area
     assert total_raster == pytest.approx(total_true, rel=0.05)
 
 
-def test_vehicle_raster_orientation_front_is_up_left_is_left():
+@pytest.mark.parametrize("protocol", LABEL_PROTOCOLS)
+def test_vehicle_raster_orientation_front_is_up_left_is_left(protocol):
     grid = BEVGrid()
-    ahead = rasterize_vehicles(grid, [VehicleBox(box_corners(20.0, 0.0, 4.0, 2.0, 0.0), 4)])["vehicle"][0]
-    left = rasterize_vehicles(grid, [VehicleBox(box_corners(0.0, 20.0, 4.0, 2.0, 0.0), 4)])["vehicle"][0]
+    ahead = rasterize_vehicles(grid, [VehicleBox(box_corners(20.0, 0.0, 4.0, 2.0, 0.0), 4)], protocol=protocol)["vehicle"][0]
+    left = rasterize_vehicles(grid, [VehicleBox(box_corners(0.0, 20.0, 4.0, 2.0, 0.0), 4)], protocol=protocol)["vehicle"][0]
     rows, cols = np.nonzero(ahead)
     assert rows.max() < 100 and abs(cols.mean() - 99.5) < 1  # ahead of the car: above the centre, centred
     rows, cols = np.nonzero(left)
@@ -45,22 +46,23 @@ def test_vehicle_raster_orientation_front_is_up_left_is_left():
     assert np.ptp(rows) > np.ptp(cols)
 
 
-def test_low_visibility_vehicles_are_ignored_not_negative():
+@pytest.mark.parametrize("protocol", LABEL_PROTOCOLS)
+def test_low_visibility_vehicles_are_ignored_not_negative(protocol):
     grid = BEVGrid()
     seen = VehicleBox(box_corners(10.0, 5.0, 4.0, 2.0, 0.0), visibility=3)
     hidden = VehicleBox(box_corners(-15.0, -5.0, 4.0, 2.0, 0.0), visibility=1)
-    labels = rasterize_vehicles(grid, [seen, hidden])
+    labels = rasterize_vehicles(grid, [seen, hidden], protocol=protocol)
     vehicle, ignore = labels["vehicle"][0], labels["vehicle_ignore"][0]
-    hidden_cells = rasterize_vehicles(grid, [hidden])["vehicle"][0] > 0
-    seen_cells = rasterize_vehicles(grid, [seen])["vehicle"][0] > 0
+    hidden_cells = rasterize_vehicles(grid, [hidden], protocol=protocol)["vehicle"][0] > 0
+    seen_cells = rasterize_vehicles(grid, [seen], protocol=protocol)["vehicle"][0] > 0
     assert (vehicle[hidden_cells] == 1).all()  # filter off: a positive
     assert (ignore[hidden_cells] == 1).all()  # filter on: ignored, neither positive nor negative
     assert (ignore[seen_cells] == 0).all() and ignore.sum() == hidden_cells.sum()
 
 
-def test_center_and_offset_point_at_the_instance_centre():
+def test_cell_center_center_and_offset_point_at_the_instance_centre():
     grid = BEVGrid()
-    labels = rasterize_vehicles(grid, [VehicleBox(box_corners(10.0, 5.0, 4.0, 2.0, 20.0), 4)])
+    labels = rasterize_vehicles(grid, [VehicleBox(box_corners(10.0, 5.0, 4.0, 2.0, 20.0), 4)], protocol="cell-center")
     row, col = np.unravel_index(labels["center"][0].argmax(), grid.shape)
     expected_row, expected_col = grid.metric_to_cell(torch.tensor([10.0, 5.0])).tolist()
     assert abs(row - expected_row) <= 0.5 and abs(col - expected_col) <= 0.5
@@ -69,15 +71,16 @@ def test_center_and_offset_point_at_the_instance_centre():
     np.testing.assert_allclose(targets, np.broadcast_to([expected_row, expected_col], targets.shape), atol=1e-4)
 
 
-def test_bev_augmentation_moves_labels_like_coordinates():
+@pytest.mark.parametrize("protocol", LABEL_PROTOCOLS)
+def test_bev_augmentation_moves_labels_like_coordinates(protocol):
     """Labels rasterised from boxes mapped by inverse(bev_aug) equal the plain labels read at raster cells mapped by
     bev_aug, which is what the network does with its coordinates."""
     grid = BEVGrid()
     box = box_corners(10.0, 5.0, 4.6, 1.9, 30.0)
     aug = bev_augmentation_matrix((3.0, -2.0), 0.0).double().numpy()  # whole cells: 6 rows, -4 cols
     inverse = np.linalg.inv(aug)
-    moved = rasterize_vehicles(grid, [VehicleBox(box @ inverse[:2, :2].T + inverse[:2, 3], 4)])["vehicle"][0]
-    plain = rasterize_vehicles(grid, [VehicleBox(box, 4)])["vehicle"][0]
+    moved = rasterize_vehicles(grid, [VehicleBox(box @ inverse[:2, :2].T + inverse[:2, 3], 4)], protocol=protocol)["vehicle"][0]
+    plain = rasterize_vehicles(grid, [VehicleBox(box, 4)], protocol=protocol)["vehicle"][0]
     # cell (r, c) of the augmented raster is at ego bev_aug @ centre(r, c), i.e. plain cell (r - 6, c + 4).
     np.testing.assert_array_equal(moved[6:, :-4], plain[:-6, 4:])
     assert moved.sum() == plain.sum()

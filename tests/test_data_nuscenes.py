@@ -77,11 +77,12 @@ def test_image_augmentation_keeps_a_3d_point_on_the_same_content(synthetic_world
 
 
 def test_bev_augmentation_of_labels_matches_the_coordinates(synthetic_world, dataset):
-    augmented = NuScenesBEV(
-        synthetic_world.dataroot, synthetic_world.version, "all", image_size="112x240", grid=GRID,
-        augment=Augmentation(), seed=1, nusc=dataset.nusc,
-    )
-    plain, moved = dataset[2], augmented[2]
+    # Cell-centre labels, whose cells are the coordinates' cells: the "lss" raster sits half a cell off them, and its
+    # behaviour under augmentation is checked against the reference implementation in test_label_protocol.py.
+    common = dict(image_size="112x240", grid=GRID, nusc=dataset.nusc, label_protocol="cell-center")
+    plain = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", **common)[2]
+    moved = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", augment=Augmentation(), seed=1,
+                        **common)[2]
     assert not torch.equal(moved["bev_aug"], torch.eye(4))
     # Each augmented-raster cell, sent to ego with bev_aug, must read the plain raster's label there.
     centres = GRID.cell_centers().view(-1, 2)
@@ -166,10 +167,10 @@ def test_missing_image_or_lidar_file_is_named(tmp_path, synthetic_world):
         data[0]
 
 
-def test_vehicle_raster_matches_the_annotated_footprints(synthetic_world, dataset):
+def test_cell_center_vehicle_raster_matches_the_annotated_footprints(synthetic_world, dataset):
     wide = BEVGrid(x_range=(-60.0, 60.0), y_range=(-60.0, 60.0), resolution=0.5)  # every annotation (<= 55 m) fits
     data = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", image_size="112x240", grid=wide,
-                       nusc=dataset.nusc)
+                       nusc=dataset.nusc, label_protocol="cell-center")
     footprint = raster = 0.0
     for index in range(len(data)):
         item = data[index]
@@ -233,21 +234,3 @@ def test_missing_map_expansion_is_named(synthetic_world, dataset):
     with pytest.raises(InputError, match="map expansion.*expansion"):
         NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", map_classes=("lane_divider",),
                     nusc=dataset.nusc)
-
-
-def test_corruption_applies_to_the_dataset_images(synthetic_world, dataset):
-    crashed = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", image_size="112x240", grid=GRID,
-                          corruption=("CameraCrash", 2), nusc=dataset.nusc)
-    from occfeat.data import corruptions
-
-    token = crashed.sample_tokens[0]
-    blanked = corruptions.blanked_cameras("CameraCrash", 2, seed=0, sample_key=token, num_cameras=6)
-    clean, broken = dataset[0]["images"], crashed[0]["images"]
-    black = (torch.zeros(3) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    for camera in range(6):
-        if camera in blanked:
-            torch.testing.assert_close(broken[camera], black.view(3, 1, 1).expand_as(broken[camera]))
-        else:
-            assert torch.equal(broken[camera], clean[camera])
-    with pytest.raises(ConfigError, match="corruption"):
-        NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "all", corruption=("Rain", 1), nusc=dataset.nusc)

@@ -76,5 +76,6 @@ def test_corruption_table_over_corruptions_and_severities(synthetic_world):
         return data
 
     results, table = evaluate_corruptions(model, dataset, corruptions=("Fog", "CameraCrash"), severities=(1, 3))
-    assert set(results) == {"clean", "Fog/1", "Fog/3", "CameraCrash/1", "CameraCrash/3"}
+    assert set(results) == {"clean", "Fog/1", "Fog/3", "CameraCrash/1", "CameraCrash/3", "robustness"}
+    assert set(results["robustness"]["vehicle_iou"]["RR"]) == {"Fog", "CameraCrash"}
     assert "| Fog |" in table and "| CameraCrash |" in table

@@ -1,268 +1,316 @@
-"""nuScenes-C camera corruptions (Xie et al., "RoboBEV", 2023), applied on the fly in pure PyTorch.
+"""nuScenes-C (Xie et al., "RoboBEV", 2023): the eight camera corruptions as the benchmark made them, and its metrics.
 
-nuScenes-C corrupts the six camera images of each sample with eight corruptions at three severities (easy, mid,
-hard). Here each one is a function of one sample's images (N, 3, H, W) in [0, 1], before ImageNet normalisation,
-so that evaluation can corrupt the dataset's tensors as they come (``corrupt_normalised``).
+nuScenes-C is a released set of corrupted copies of the nuScenes val key-frame images. RoboBEV wrote it by running
+each corruption on every **source image at its own resolution (1600 x 900)**, as 8-bit pixels, then saving JPEGs with
+the original file names (``<root>/<Corruption>/<easy|mid|hard>/<CAM_X>/<file>.jpg``). occfeat reads those folders
+(``NuScenesBEV(corruption=..., corruption_root=...)``) and, where they are absent (a synthetic world, or a machine
+without the download), regenerates the corruptions on the fly with the same definitions, applied at the same place:
+to the source image, before the network's resize and crop.
 
-Models, then their parameters (W is the image width, so a corruption looks the same at every resolution):
+The definitions are RoboBEV's (``corruptions/project/mmdet3d_plugin/corruptions.py``) and, where RoboBEV calls it,
+``imagecorruptions``' (``corruptions.py``), written anew here in numpy (the PyPI release of ``imagecorruptions`` no
+longer installs against current scikit-image). Each nuScenes-C severity is one of those libraries' 1-5 levels
+(RoboBEV ``docs/CREATE.md``):
 
-- Brightness: lift HSV value, clipped at 1; hue and saturation kept.
-- LowLight: ``dark = gain * x^2`` (an under-exposed sensor crushes the shadows), then shot noise
-  ``Poisson(photons * dark) / photons`` and Gaussian read noise.
-- Fog: Koschmieder's law ``x t + 0.8 (1 - t)``, transmission ``t = 0.02 ** (d / V)`` for visibility V and row depth d.
-- Snow: whiten toward 0.9, then screen-blend bright flakes streaked by their fall (within 30 deg of vertical).
-- MotionBlur: a centred line kernel per camera, angle uniform in (-45, 45) deg, as one depthwise convolution.
-- ColorQuant: posterise, keeping the top bits of each 8-bit channel (``PIL.ImageOps.posterize``).
-- CameraCrash: that many distinct cameras output black. FrameLost: each camera independently black.
+| Corruption  | easy / mid / hard level | what it does (parameters easy / mid / hard)                                   |
+| ----------- | ----------------------- | ----------------------------------------------------------------------------- |
+| CameraCrash | 2 / 4 / 5               | that many cameras drawn with replacement, black for the whole split           |
+| FrameLost   | 2 / 4 / 5               | each camera of each sample black with p = 2/6, 4/6, 5/6                      |
+| MotionBlur  | 2 / 4 / 5               | one-sided Gaussian line blur, (radius, sigma) = (15, 5), (15, 12), (20, 15) px, angle U(-45, 45) deg |
+| ColorQuant  | 1 / 2 / 3               | ``PIL.ImageOps.posterize`` to 4 / 3 / 2 bits                                  |
+| Brightness  | 2 / 4 / 5               | HSV value + 0.2 / 0.4 / 0.5, clipped                                          |
+| LowLight    | 2 / 3 / 4               | min-max stretch to [0, c] with gamma 2, c = 0.40 / 0.30 / 0.20; Poisson noise at 120 / 50 / 30 photons; Gaussian noise sigma 0.018 / 0.026 / 0.038 |
+| Fog         | 2 / 4 / 5               | plasma-fractal haze, (strength, wibble decay) = (2.0, 2), (2.5, 1.5), (3.0, 1.4) |
+| Snow        | 1 / 2 / 3               | ``imagecorruptions.snow`` at its levels 1 / 2 / 3                             |
 
-| Corruption  | Parameter                                | easy (1) | mid (2)  | hard (3) |
-| ----------- | ---------------------------------------- | -------- | -------- | -------- |
-| Brightness  | value lift                               | +0.2     | +0.4     | +0.5     |
-| LowLight    | gain                                     | 0.4      | 0.3      | 0.2      |
-|             | photons of a white pixel (shot noise)    | 120      | 50       | 30       |
-|             | read noise sigma                         | 0.018    | 0.026    | 0.038    |
-| Fog         | visibility V                             | 200 m    | 100 m    | 50 m     |
-| Snow        | whitening                                | 0.15     | 0.25     | 0.35     |
-|             | flake cells (0.7 % W wide) with a flake  | 1.5 %    | 3 %      | 6 %      |
-|             | streak length                            | 0.8 % W  | 1.2 % W  | 1.6 % W  |
-| MotionBlur  | line length                              | 0.67 % W | 1.49 % W | 1.89 % W |
-| ColorQuant  | bits per channel                         | 4        | 3        | 2        |
-| CameraCrash | cameras blanked                          | 2        | 3        | 4        |
-| FrameLost   | probability that a camera is blanked     | 1/3      | 2/3      | 5/6      |
+Every step keeps the libraries' arithmetic where it decides pixel values: float64 in [0, 1], and the final cast to
+8 bits truncates (``np.uint8``), as ``imagecorruptions.corrupt`` and RoboBEV do. RoboBEV ran on mmcv's BGR arrays;
+only Snow depends on the channel order (its grey term is ``cv2.COLOR_RGB2GRAY`` applied to a BGR array, i.e.
+0.299 B + 0.587 G + 0.114 R), and occfeat computes it that way.
 
-Where the numbers come from. nuScenes-C runs ``imagecorruptions`` (and RoboBEV's own functions) at its "easy / mid /
-hard" = severities 2/4/5 (Brightness, MotionBlur, Fog, CameraCrash, FrameLost), 1/2/3 (ColorQuant, Snow), 2/3/4
-(LowLight) on the 1600 x 900 originals.
+What still differs from the released files, and why:
 
-- Brightness, LowLight, ColorQuant, FrameLost take those values as they are. LowLight drops RoboBEV's per-image
-  min/max stretch, so the corruption does not depend on the image's content.
-- MotionBlur: ``imagecorruptions`` blurs along a one-sided Gaussian (radius/sigma 15/5, 15/12, 20/15 px at 1600 px);
-  the uniform centred line with the same spread is 10.7 / 23.8 / 30.2 px long at 1600 px. Centred, because a
-  one-sided kernel also shifts the image by up to 11 px, which a BEV network would read as a calibration error.
-- CameraCrash: RoboBEV draws 2/4/5 cameras *with* replacement, i.e. 1.8 / 3.1 / 3.6 distinct cameras on average;
-  we blank that many, rounded, as fixed counts, so every sample of a severity loses the same number of views.
-- Fog: the atmospheric scattering model instead of a plasma fractal, with meteorological visibility V (the distance
-  at which contrast falls to 2 %) halving per severity. Depth d per row is that of a flat road seen from the nominal
-  nuScenes camera (1.5 m high, focal 0.79 W, horizon 0.256 W above the bottom row; ``occfeat.models.geometry``),
-  capped at 50 m, the edge of the BEV raster: the fog thickens toward the horizon, and rows above it (buildings,
-  the tops of vehicles) get the 50 m haze. The mean transmission over a 448 x 800 image is 0.55 / 0.35 / 0.20,
-  against the uniform contrast factor 1/3, 2/7, 1/4 of ``imagecorruptions``' fog at nuScenes-C's severities.
-- Snow: ``imagecorruptions``' recipe (whitening, then bright motion-blurred flakes) with explicit parameters that
-  all grow with severity (its own zoom and threshold do not).
+- **Randomness.** RoboBEV drew from numpy's global generator in loader order, so its draws cannot be replayed. Here
+  every draw comes from a generator seeded by a stable hash of (seed, corruption, severity, sample key, camera): the
+  same inputs give bit-identical images in every process and worker. CameraCrash draws its cameras once per
+  (seed, severity) for the whole split, like RoboBEV's one draw per severity (with ``seed=0`` the cameras are
+  ``blanked_cameras("CameraCrash", s)``); FrameLost draws per (seed, sample).
+- **JPEG.** The released images were re-encoded as JPEG (OpenCV's default quality 95); on-the-fly images are not.
+- **LowLight on a constant image**, where RoboBEV's min-max stretch divides by zero: here it maps to 0.
 
-Randomness (LowLight's noise, Snow's flakes, MotionBlur's angle, the cameras CameraCrash and FrameLost blank) comes
-from a ``torch.Generator`` seeded by a stable hash of (seed, corruption, sample_key): the same inputs give bit-identical
-outputs on the same device. Severity is left out of the hash on purpose: all severities of a sample share one draw,
-so a harder severity is the same event made worse, not another one (the easy flakes plus more, the same blur angle,
-the easy severity's blanked cameras plus more), and no sample gets milder with severity by the luck of the draw.
-Brightness, Fog and ColorQuant draw nothing. Camera choices are drawn on the CPU, the same whatever the device.
+Metrics (RoboBEV ``docs/RESULTS.md``, with IoU in place of NDS): per corruption the resilience rate
+``RR = mean over severities / clean``, and ``mRR`` = the mean RR over the corruptions (all eight for the benchmark's).
 
-Example, with the dataset's normalised images (N, 3, H, W) of the sample with token ``token``::
+Example, one sample's six source images (uint8, (900, 1600, 3) each, ``NUSCENES_CAMERAS`` order)::
 
-    corrupted = corrupt_normalised(sample["images"], "Snow", 2, sample_key=token)
+    foggy = apply_corruption(images, "Fog", 3, sample_key=sample_token)
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from ..models.geometry import NUSCENES_CAMERAS
 
+# RoboBEV's order (the columns of its result tables).
 CORRUPTIONS: tuple[str, ...] = (
+    "CameraCrash",
+    "FrameLost",
+    "ColorQuant",
+    "MotionBlur",
     "Brightness",
     "LowLight",
     "Fog",
     "Snow",
-    "MotionBlur",
-    "ColorQuant",
-    "CameraCrash",
-    "FrameLost",
 )
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
-SEVERITY_NAMES: tuple[str, ...] = ("easy", "mid", "hard")
+SEVERITY_NAMES: tuple[str, ...] = ("easy", "mid", "hard")  # also the folder names of the released set
+NUSCENES_C_DOWNLOAD = "https://github.com/Daniel-xsy/RoboBEV (docs/DATA_PREPARE.md: the nuScenes-C download)"
+
+# The imagecorruptions / RoboBEV level (1-5) behind each nuScenes-C severity (RoboBEV docs/CREATE.md).
+BENCHMARK_LEVELS: dict[str, tuple[int, int, int]] = {
+    "CameraCrash": (2, 4, 5),
+    "FrameLost": (2, 4, 5),
+    "MotionBlur": (2, 4, 5),
+    "ColorQuant": (1, 2, 3),
+    "Brightness": (2, 4, 5),
+    "LowLight": (2, 3, 4),
+    "Fog": (2, 4, 5),
+    "Snow": (1, 2, 3),
+}
 
 SampleKey = str | int
 
-# Per-severity parameters, indexed by severity - 1 (see the table in the module docstring).
-_BRIGHTNESS_LIFT = (0.2, 0.4, 0.5)
-_LOWLIGHT_GAIN = (0.4, 0.3, 0.2)
-_LOWLIGHT_PHOTONS = (120.0, 50.0, 30.0)  # photon count of a white pixel after darkening: lower = more shot noise
-_LOWLIGHT_READ_NOISE = (0.018, 0.026, 0.038)
-_FOG_VISIBILITY_M = (200.0, 100.0, 50.0)
-_SNOW_WHITENING = (0.15, 0.25, 0.35)
-_SNOW_DENSITY = (0.015, 0.03, 0.06)
-_SNOW_STREAK = (0.008, 0.012, 0.016)  # fraction of the width: snow falls slowly, short streaks
-_MOTION_BLUR_LENGTH = (0.0067, 0.0149, 0.0189)  # fraction of the width
-_COLOR_QUANT_BITS = (4, 3, 2)
-_CAMERA_CRASH_COUNT = (2, 3, 4)
+# Parameters per nuScenes-C severity (index severity - 1), i.e. the libraries' tables read at BENCHMARK_LEVELS.
+_MOTION_BLUR = ((15, 5.0), (15, 12.0), (20, 15.0))  # imagecorruptions motion_blur (radius, sigma), levels 2/4/5
+_BRIGHTNESS = (0.2, 0.4, 0.5)  # imagecorruptions brightness, levels 2/4/5
+_COLOR_QUANT_BITS = (4, 3, 2)  # RoboBEV: bits = 5 - level, levels 1/2/3
+_LOWLIGHT_TOP = (0.40, 0.30, 0.20)  # RoboBEV low_light: [0.6, 0.5, 0.4, 0.3, 0.2][level], levels 2/3/4
+_LOWLIGHT_PHOTONS = (120.0, 50.0, 30.0)  # 10 * [60, 25, 12, 5, 3][level]
+_LOWLIGHT_SIGMA = (0.018, 0.026, 0.038)  # 0.1 * [.08, .12, .18, .26, .38][level]
+_FOG = ((2.0, 2.0), (2.5, 1.5), (3.0, 1.4))  # imagecorruptions fog (strength, wibble decay), levels 2/4/5
+# imagecorruptions snow, levels 1/2/3: (mean, std of the flake field, zoom, threshold, blur radius, blur sigma,
+# weight of the image against its whitened version)
+_SNOW = (
+    (0.1, 0.3, 3.0, 0.5, 10, 4.0, 0.8),
+    (0.2, 0.3, 2.0, 0.5, 12, 4.0, 0.7),
+    (0.55, 0.3, 4.0, 0.9, 12, 8.0, 0.7),
+)
+_CAMERA_CRASH_DRAWS = (2, 4, 5)  # cameras drawn with replacement
 _FRAME_LOST_PROBABILITY = (2 / 6, 4 / 6, 5 / 6)
-
-# Fog: Koschmieder's law and the flat-road depth of each row, from the nominal nuScenes rig.
-_FOG_AIRLIGHT = 0.8
-_VISIBILITY_CONTRAST = 0.02  # meteorological visibility: the distance at which contrast falls to 2 %
-_CAMERA_HEIGHT_M = 1.5
-_FOCAL_PER_WIDTH = 0.79  # 1266 px / 1600 px
-_HORIZON_ABOVE_BOTTOM_PER_WIDTH = 0.256  # (900 - 491) px / 1600 px: the horizon of a level camera sits at c_y
-_FAR_M = 50.0  # the BEV raster reaches 50 m: nothing farther matters to the network
-
-# Snow
-_SNOW_SKY = 0.9
-_SNOW_FLAKE_SIZE = 0.007  # fraction of the width: 3 px at 480 px, 11 px at 1600 px
-_SNOW_FALL_SPREAD = math.radians(30.0)  # streaks within 30 deg of vertical (wind, ego motion)
 
 _CAMERA_FAILURES = ("CameraCrash", "FrameLost")
 
 
-def _level(name: str, severity: int) -> int:
-    """Index 0..2 of ``severity`` for ``name``, or a ``ConfigError`` naming the valid choices."""
+def check_corruption(name: str, severity: int) -> int:
+    """Index 0..2 of ``severity`` for corruption ``name``, or a ``ConfigError`` naming the valid choices."""
     if name not in CORRUPTIONS:
-        raise ConfigError(f"corruption {name!r} is unknown; choose one of {list(CORRUPTIONS)}.")
+        raise ConfigError(f"corruption {name!r} is unknown; choose one of {list(CORRUPTIONS)} (nuScenes-C's eight).")
     if severity not in SEVERITIES:
         choices = ", ".join(f"{s} ({label})" for s, label in zip(SEVERITIES, SEVERITY_NAMES))
         raise ConfigError(f"severity {severity!r} of {name} is unknown; choose one of {choices}.")
     return SEVERITIES.index(severity)
 
 
-def _stable_seed(seed: int, name: str, sample_key: SampleKey) -> int:
-    """A 63-bit seed from (seed, name, sample_key), the same in every process (unlike the salted ``hash``)."""
-    digest = hashlib.blake2b(f"{seed}|{name}|{sample_key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def _generator(seed: int, name: str, sample_key: SampleKey, device: torch.device | str) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(_stable_seed(seed, name, sample_key))
-    return generator
+def _rng(*key: object) -> np.random.Generator:
+    """A numpy generator seeded by a stable hash of ``key`` (the same in every process, unlike the salted ``hash``)."""
+    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
 def blanked_cameras(
     name: str, severity: int, *, seed: int = 0, sample_key: SampleKey = 0, num_cameras: int = len(NUSCENES_CAMERAS)
 ) -> list[int]:
-    """Sorted indices (into ``NUSCENES_CAMERAS`` order) of the cameras that ``name`` at ``severity`` turns black in
-    this sample: CameraCrash and FrameLost; ``[]`` for the other corruptions. ``apply_corruption`` blanks exactly these.
+    """Sorted indices (into ``NUSCENES_CAMERAS`` order) of the cameras ``name`` at ``severity`` turns black in the
+    sample ``sample_key``: CameraCrash and FrameLost; ``[]`` for the other corruptions.
 
-    A harder severity blanks a superset of an easier one's cameras. Pass the scene name as ``sample_key`` for
-    CameraCrash to keep the same cameras dead through a scene, as a real crash would.
+    CameraCrash draws its cameras once per (seed, severity), with replacement as RoboBEV does, so the same cameras
+    are dead in every sample of the split and ``sample_key`` is not used; FrameLost draws each camera per sample.
 
-    >>> [NUSCENES_CAMERAS[i] for i in blanked_cameras("CameraCrash", 1, sample_key="scene-0103")]
+    >>> [NUSCENES_CAMERAS[i] for i in blanked_cameras("CameraCrash", 1)]  # doctest: +SKIP
     ['CAM_FRONT', 'CAM_BACK_LEFT']
     """
-    level = _level(name, severity)
-    if name not in _CAMERA_FAILURES:
-        return []
-    generator = _generator(seed, name, sample_key, "cpu")
+    level = check_corruption(name, severity)
     if name == "CameraCrash":
-        order = torch.randperm(num_cameras, generator=generator)
-        return sorted(order[: _CAMERA_CRASH_COUNT[level]].tolist())
-    lost = torch.rand(num_cameras, generator=generator) < _FRAME_LOST_PROBABILITY[level]
-    return lost.nonzero().flatten().tolist()
+        drawn = _rng(seed, name, severity).choice(num_cameras, size=_CAMERA_CRASH_DRAWS[level], replace=True)
+        return sorted(set(drawn.tolist()))
+    if name == "FrameLost":
+        lost = _rng(seed, name, severity, sample_key).random(num_cameras) < _FRAME_LOST_PROBABILITY[level]
+        return np.flatnonzero(lost).tolist()
+    return []
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Pixel corruptions: (N, 3, H, W) float32 in [0, 1], severity index, generator on the images' device -> (N, 3, H, W)
+# Pixel corruptions: one (H, W, 3) uint8 RGB image -> float64 (H, W, 3) in [0, 255] (truncated to uint8 by the caller)
 
 
-def _brightness(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    value = x.amax(dim=1, keepdim=True)  # HSV V, (N, 1, H, W)
-    lifted = (value + _BRIGHTNESS_LIFT[level]).clamp(max=1.0)
-    # With hue and saturation fixed every channel is proportional to V; black has no hue and turns grey.
-    return torch.where(value > 0, x * (lifted / value.clamp(min=1e-12)), lifted)
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """The libraries' final cast: clip to [0, 255] and truncate, as ``np.uint8(float_array)`` does."""
+    return np.clip(x, 0.0, 255.0).astype(np.uint8)
 
 
-def _low_light(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    # The square crushes the shadows as an under-exposed sensor's response does; the noise is that of few photons.
-    dark = _LOWLIGHT_GAIN[level] * x.square()
+def _rgb_to_hsv(x: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB in [0, 1] -> HSV in [0, 1], the usual hexcone formulas (hue 0 where the pixel is grey)."""
+    value = x.max(axis=-1)
+    delta = value - x.min(axis=-1)
+    grey = delta == 0
+    safe = np.where(grey, 1.0, delta)
+    saturation = np.where(grey, 0.0, delta / np.where(value > 0, value, 1.0))
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    hue = np.where(b == value, 4.0 + (r - g) / safe, 0.0)
+    hue = np.where(g == value, 2.0 + (b - r) / safe, hue)
+    hue = np.where(r == value, (g - b) / safe, hue)  # red wins ties, then green, then blue
+    hue = np.where(grey, 0.0, (hue / 6.0) % 1.0)
+    return np.stack([hue, saturation, value], axis=-1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """The inverse of ``_rgb_to_hsv``."""
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = np.floor(hue * 6.0)
+    fraction = hue * 6.0 - sector
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - fraction * saturation)
+    t = value * (1.0 - (1.0 - fraction) * saturation)
+    choices = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
+    index = sector.astype(np.int64) % 6
+    return np.stack([np.choose(index, [c[channel] for c in choices]) for channel in range(3)], axis=-1)
+
+
+def _brightness(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    # imagecorruptions: the HSV value + c, clipped; hue and saturation kept.
+    hsv = _rgb_to_hsv(image / 255.0)
+    hsv[..., 2] = np.clip(hsv[..., 2] + _BRIGHTNESS[level], 0.0, 1.0)
+    return np.clip(_hsv_to_rgb(hsv), 0.0, 1.0) * 255.0
+
+
+def _color_quant(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    # PIL.ImageOps.posterize: keep the top bits of each 8-bit channel.
+    mask = (0xFF << (8 - _COLOR_QUANT_BITS[level])) & 0xFF
+    return (image & np.uint8(mask)).astype(np.float64)
+
+
+def _low_light(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    # RoboBEV: a min-max stretch of the image to [0, c] with gamma 2, then Poisson (shot) and Gaussian (read) noise.
+    x = image / 255.0
+    low, high = x.min(), x.max()
+    span = high - low
+    stretched = (((x - low) / span) ** 2.0 if span > 0 else np.zeros_like(x)) * _LOWLIGHT_TOP[level]
     photons = _LOWLIGHT_PHOTONS[level]
-    shot = torch.poisson(dark * photons, generator=generator) / photons
-    read = torch.randn(x.shape, generator=generator, device=x.device) * _LOWLIGHT_READ_NOISE[level]
-    return shot + read
+    shot = np.clip(rng.poisson(stretched * photons) / photons, 0.0, 1.0)
+    noisy = np.clip(shot + rng.normal(scale=_LOWLIGHT_SIGMA[level], size=x.shape), 0.0, 1.0)
+    return noisy * 255.0
 
 
-def _row_depth(height: int, width: int, device: torch.device) -> Tensor:
-    """(H, 1) metres: how far along a flat road each image row looks from the nominal nuScenes camera, at most
-    ``_FAR_M`` (rows at or above the horizon)."""
-    rows = torch.arange(height, device=device, dtype=torch.float32) + 0.5  # pixel centres
-    horizon = height - _HORIZON_ABOVE_BOTTOM_PER_WIDTH * width
-    below_horizon = (rows - horizon).clamp(min=1e-6)
-    depth = _CAMERA_HEIGHT_M * _FOCAL_PER_WIDTH * width / below_horizon
-    return depth.clamp(max=_FAR_M).unsqueeze(1)
+def _line_blur(x: np.ndarray, radius: int, sigma: float, angle_deg: float) -> np.ndarray:
+    """imagecorruptions' motion blur of an (H, W[, C]) array: the sum over ``2 radius + 1`` taps of the image shifted
+    along the direction ``angle_deg`` by one more pixel per tap, weighted by a one-sided Gaussian of ``sigma``; the
+    shifts replicate the border."""
+    width = 2 * radius + 1
+    weights = np.exp(-(np.arange(width) ** 2) / (2.0 * sigma**2))
+    weights /= weights.sum()
+    # The end point of the line, width pixels away, and the per-tap shift rounded as the definition rounds it.
+    end_y, end_x = width * np.sin(np.deg2rad(angle_deg)), width * np.cos(np.deg2rad(angle_deg))
+    length = math.hypot(end_y, end_x)
+    rows, cols = x.shape[:2]
+    shifts = []
+    for tap in range(width):
+        dy = -math.ceil(tap * end_y / length - 0.5)
+        dx = -math.ceil(tap * end_x / length - 0.5)
+        if abs(dy) >= rows or abs(dx) >= cols:  # the motion left the image: the remaining taps are dropped
+            break
+        shifts.append((dy, dx))
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    padding = ((pad, pad), (pad, pad)) + ((0, 0),) * (x.ndim - 2)
+    padded = np.pad(x, padding, mode="edge")
+    blurred = np.zeros(x.shape, np.float64)
+    for weight, (dy, dx) in zip(weights, shifts):  # output (r, c) reads input (r - dy, c - dx), clamped
+        blurred += weight * padded[pad - dy : pad - dy + rows, pad - dx : pad - dx + cols]
+    return blurred
 
 
-def _fog(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    depth = _row_depth(x.shape[-2], x.shape[-1], x.device)
-    transmission = _VISIBILITY_CONTRAST ** (depth / _FOG_VISIBILITY_M[level])
-    return x * transmission + _FOG_AIRLIGHT * (1.0 - transmission)
+def _motion_blur(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    radius, sigma = _MOTION_BLUR[level]
+    return _line_blur(image.astype(np.float64), radius, sigma, rng.uniform(-45.0, 45.0))
 
 
-def _line_kernels(length_px: float, angle: Tensor) -> Tensor:
-    """(N, K, K) kernels summing to 1: a line ``length_px`` long centred on the middle tap, at ``angle`` (N,)
-    radians (x right, y down). Points along the line are splatted with bilinear weights, so a sub-pixel length
-    blurs a little rather than not at all."""
-    size = 2 * math.ceil(length_px / 2) + 1
-    along = torch.linspace(-length_px / 2, length_px / 2, 4 * size + 1, device=angle.device)  # (S,)
-    taps = torch.arange(size, device=angle.device) - size // 2  # (K,)
-    x = along * angle.cos()[:, None]  # (N, S)
-    y = along * angle.sin()[:, None]
-    weight_x = (1.0 - (x[..., None] - taps).abs()).clamp(min=0.0)  # (N, S, K)
-    weight_y = (1.0 - (y[..., None] - taps).abs()).clamp(min=0.0)
-    kernels = torch.einsum("nsi,nsj->nij", weight_y, weight_x)
-    return kernels / kernels.sum(dim=(1, 2), keepdim=True)
+def _plasma_fractal(size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) in [0, 1]: the diamond-square height map of imagecorruptions' fog (``size`` a power of two,
+    periodic, corner 0, displacement ``wibble * U(-wibble, wibble)`` with wibble 100 divided by ``wibble_decay`` at
+    every halving of the step)."""
+    field = np.empty((size, size), np.float64)
+    field[0, 0] = 0.0
+    step, wibble = size, 100.0
+
+    def displaced(mean_of_four: np.ndarray) -> np.ndarray:
+        return mean_of_four / 4.0 + wibble * rng.uniform(-wibble, wibble, mean_of_four.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = field[0:size:step, 0:size:step]
+        # Square step: the centre of every square from its four corners.
+        around = corners + np.roll(corners, -1, axis=0)
+        around = around + np.roll(around, -1, axis=1)
+        field[half:size:step, half:size:step] = displaced(around)
+        # Diamond step: the edge midpoints from the two corners and two centres around each.
+        centres = field[half:size:step, half:size:step]
+        top = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
+        field[0:size:step, half:size:step] = displaced(top)
+        left = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
+        field[half:size:step, 0:size:step] = displaced(left)
+        step //= 2
+        wibble /= wibble_decay
+    field -= field.min()
+    return field / field.max()
 
 
-def _line_blur(x: Tensor, length_px: float, angle: Tensor) -> Tensor:
-    """(N, C, H, W) blurred along a centred line per camera (angle (N,) radians), as one depthwise convolution."""
-    n, c, h, w = x.shape
-    kernels = _line_kernels(length_px, angle).repeat_interleave(c, dim=0).unsqueeze(1)  # (N * C, 1, K, K)
-    pad = kernels.shape[-1] // 2
-    # Replicate the border: zero padding would darken a frame of width `pad` around every image.
-    padded = F.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
-    return F.conv2d(padded, kernels, groups=n * c).reshape(n, c, h, w)
+def _fog(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    strength, decay = _FOG[level]
+    rows, cols = image.shape[:2]
+    size = 1 << (max(rows, cols, 3) - 1).bit_length()  # the next power of two of the longest side
+    x = image / 255.0
+    peak = x.max()
+    hazy = x + strength * _plasma_fractal(size, decay, rng)[:rows, :cols, None]
+    return np.clip(hazy * peak / (peak + strength), 0.0, 1.0) * 255.0
 
 
-def _motion_blur(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    # imagecorruptions' range: within 45 deg of horizontal, where most of a driving car's image motion is.
-    angle = (torch.rand(x.shape[0], generator=generator, device=x.device) - 0.5) * (math.pi / 2)
-    return _line_blur(x, _MOTION_BLUR_LENGTH[level] * x.shape[-1], angle)
+def _clipped_zoom(field: np.ndarray, factor: float) -> np.ndarray:
+    """imagecorruptions' ``clipped_zoom`` of a 2-D field: the centred 1/factor crop, zoomed back by ``factor`` with
+    linear interpolation (``scipy.ndimage.zoom``, order 1); the result may exceed the input by a pixel or two."""
+    from scipy.ndimage import zoom
+
+    rows, cols = field.shape
+    crop_rows, crop_cols = math.ceil(rows / factor), math.ceil(cols / factor)
+    top, left = (rows - crop_rows) // 2, (cols - crop_cols) // 2
+    return zoom(field[top : top + crop_rows, left : left + crop_cols], factor, order=1)
 
 
-def _snow(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    n, _, h, w = x.shape
-    cell = max(1, round(_SNOW_FLAKE_SIZE * w))
-    grid = (n, 1, math.ceil(h / cell), math.ceil(w / cell))
-    # The same draws at every severity: a harder one keeps the easier one's flakes and adds more.
-    chance = torch.rand(grid, generator=generator, device=x.device)
-    brightness = 0.5 + 0.5 * torch.rand(grid, generator=generator, device=x.device)
-    angle = math.pi / 2 + (torch.rand(n, generator=generator, device=x.device) - 0.5) * (2 * _SNOW_FALL_SPREAD)
-    flakes = torch.where(chance < _SNOW_DENSITY[level], brightness, torch.zeros_like(brightness))
-    flakes = F.interpolate(flakes, size=(grid[2] * cell, grid[3] * cell), mode="bilinear")[..., :h, :w]
-    streak_px = _SNOW_STREAK[level] * w
-    # A streak spreads its flake's light over its length: scale back so that a lone streak keeps the flake's brightness.
-    streaks = (_line_blur(flakes, streak_px, angle) * max(1.0, streak_px / cell)).clamp(max=1.0)
-    whitened = x + _SNOW_WHITENING[level] * (_SNOW_SKY - x)
-    return 1.0 - (1.0 - whitened) * (1.0 - streaks)  # screen blend: flakes only add light
+def _snow(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    mean, std, zoom_factor, threshold, radius, sigma, keep = _SNOW[level]
+    rows, cols = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    flakes = _clipped_zoom(rng.normal(loc=mean, scale=std, size=(rows, cols)), zoom_factor)
+    flakes[flakes < threshold] = 0.0
+    flakes = _line_blur(np.clip(flakes, 0.0, 1.0), radius, sigma, rng.uniform(-135.0, -45.0))
+    flakes = (np.round(flakes * 255.0).astype(np.uint8) / 255.0)[:rows, :cols, None]
+    # The released set ran on BGR arrays: cv2's RGB2GRAY weights fell on (B, G, R).
+    grey = 0.299 * x[..., 2:3] + 0.587 * x[..., 1:2] + 0.114 * x[..., 0:1]
+    whitened = keep * x + (1.0 - keep) * np.maximum(x, grey * 1.5 + 0.5)
+    return np.clip(whitened + flakes + np.rot90(flakes, k=2), 0.0, 1.0) * 255.0
 
 
-def _color_quant(x: Tensor, level: int, generator: torch.Generator) -> Tensor:
-    # PIL.ImageOps.posterize on the 8-bit image: truncate each channel to its top bits.
-    step = 2 ** (8 - _COLOR_QUANT_BITS[level])
-    return torch.floor(torch.round(x * 255.0) / step) * step / 255.0
-
-
-_PIXEL_CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
+_PIXEL_CORRUPTIONS = {
+    "ColorQuant": _color_quant,
+    "MotionBlur": _motion_blur,
     "Brightness": _brightness,
     "LowLight": _low_light,
     "Fog": _fog,
     "Snow": _snow,
-    "MotionBlur": _motion_blur,
-    "ColorQuant": _color_quant,
 }
 
 
@@ -270,90 +318,90 @@ _PIXEL_CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] 
 # Public API
 
 
-def _check_images(images: Tensor) -> None:
-    if not torch.is_tensor(images) or not images.is_floating_point():
-        got = images.dtype if torch.is_tensor(images) else type(images).__name__
-        raise InputError(f"images: expected a float tensor (N, 3, H, W) or (B, N, 3, H, W) in [0, 1], got {got}.")
-    if images.dim() not in (4, 5) or images.shape[-3] != 3:
+def _check_image(image: object, where: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise InputError(
-            f"images: expected shape (N, 3, H, W) or (B, N, 3, H, W) (RGB cameras), got {tuple(images.shape)}."
+            f"{where}: expected an 8-bit RGB source image, a uint8 array (H, W, 3), got {got}. nuScenes-C corrupts the "
+            "images as read from disk (np.asarray(PIL.Image.open(path).convert('RGB'))), before any resize."
         )
+    return image
 
 
-def _sample_keys(sample_key: SampleKey | Sequence[SampleKey], batch: int) -> list[SampleKey]:
-    if isinstance(sample_key, (str, int)):
-        return [sample_key] * batch
-    keys = list(sample_key)
-    if len(keys) != batch:
-        raise InputError(f"sample_key: {len(keys)} keys for a batch of {batch} samples; pass one key per sample.")
-    return keys
+def corrupt_image(image: np.ndarray, name: str, severity: int, *, seed: int = 0, key: SampleKey = 0) -> np.ndarray:
+    """One camera's source image (H, W, 3) uint8 RGB corrupted by a pixel corruption (every one but CameraCrash and
+    FrameLost, which act on a sample's set of cameras: see ``apply_corruption``). Deterministic in (seed, key)."""
+    level = check_corruption(name, severity)
+    if name in _CAMERA_FAILURES:
+        raise ConfigError(f"{name} blanks whole cameras of a sample: use apply_corruption on the sample's images.")
+    _check_image(image, "image")
+    return _to_uint8(_PIXEL_CORRUPTIONS[name](image, level, _rng(seed, name, severity, key)))
 
 
 def apply_corruption(
-    images: Tensor, name: str, severity: int, *, seed: int = 0, sample_key: SampleKey | Sequence[SampleKey] = 0
-) -> Tensor:
+    images: Sequence[np.ndarray] | np.ndarray, name: str, severity: int, *, seed: int = 0, sample_key: SampleKey = 0
+) -> list[np.ndarray]:
     """Corrupt one sample's camera images with ``name`` (one of ``CORRUPTIONS``) at ``severity`` (1, 2 or 3).
 
-    ``images``: (N, 3, H, W) float RGB in [0, 1], cameras in ``NUSCENES_CAMERAS`` order, or a batch
-    (B, N, 3, H, W); then ``sample_key`` is one key per sample (e.g. the sample tokens), or one key for all of them
-    (the same draw for every sample). Returns the same shape and dtype, in [0, 1]. Deterministic in
-    (seed, sample_key); cameras that CameraCrash and FrameLost leave alone are returned bit for bit.
-
-    >>> foggy = apply_corruption(torch.rand(6, 3, 224, 480), "Fog", 3)
+    ``images``: the sample's source images in ``NUSCENES_CAMERAS`` order, each (H, W, 3) uint8 RGB at the resolution
+    it was recorded at (a list, or an (N, H, W, 3) array). Returns a list of uint8 images of the same shapes.
+    Deterministic in (seed, sample_key): camera ``i`` of a pixel corruption draws from (seed, name, severity,
+    sample_key, i). Cameras that CameraCrash and FrameLost leave alone are returned unchanged.
     """
-    level = _level(name, severity)
-    _check_images(images)
-    if images.dim() == 5:
-        keys = _sample_keys(sample_key, images.shape[0])
-        return torch.stack(
-            [apply_corruption(one, name, severity, seed=seed, sample_key=key) for one, key in zip(images, keys)]
-        )
-    if not isinstance(sample_key, (str, int)):
-        raise InputError(f"sample_key: one key (str or int) for one sample's images (N, 3, H, W), got {sample_key!r}.")
+    check_corruption(name, severity)
+    images = [_check_image(image, f"images[{i}]") for i, image in enumerate(images)]
     if name in _CAMERA_FAILURES:
-        blanked = blanked_cameras(name, severity, seed=seed, sample_key=sample_key, num_cameras=images.shape[0])
-        out = images.clone()
-        out[blanked] = 0.0
-        return out
-    generator = _generator(seed, name, sample_key, images.device)
-    corrupted = _PIXEL_CORRUPTIONS[name](images.float(), level, generator)
-    return corrupted.clamp(0.0, 1.0).to(images.dtype)
+        dead = set(blanked_cameras(name, severity, seed=seed, sample_key=sample_key, num_cameras=len(images)))
+        return [np.zeros_like(image) if i in dead else image for i, image in enumerate(images)]
+    return [corrupt_image(image, name, severity, seed=seed, key=f"{sample_key}|{i}") for i, image in enumerate(images)]
 
 
-def corrupt_normalised(
-    images_normalised: Tensor,
-    name: str,
-    severity: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    *,
-    seed: int = 0,
-    sample_key: SampleKey | Sequence[SampleKey] = 0,
-) -> Tensor:
-    """``apply_corruption`` for network-normalised images (..., 3, H, W), as ``NuScenesBEV`` yields them:
-    un-normalise with (``mean``, ``std``), corrupt, normalise again. Same shape and dtype."""
-    _check_images(images_normalised)
-    mean_t = torch.as_tensor(mean, dtype=images_normalised.dtype, device=images_normalised.device).view(3, 1, 1)
-    std_t = torch.as_tensor(std, dtype=images_normalised.dtype, device=images_normalised.device).view(3, 1, 1)
-    # Clamp only removes the rounding error of normalising and un-normalising.
-    images = (images_normalised * std_t + mean_t).clamp(0.0, 1.0)
-    corrupted = apply_corruption(images, name, severity, seed=seed, sample_key=sample_key)
-    return (corrupted - mean_t) / std_t
+# --------------------------------------------------------------------------------------------------------------------
+# Metrics and tables
 
 
-def corruption_table(results: Mapping[tuple[str, int], float], *, digits: int = 1) -> str:
+def resilience(
+    scores: Mapping[tuple[str, int], float], clean: float
+) -> tuple[dict[str, float], float]:
+    """RoboBEV's resilience: ``RR[c] = mean over the severities of c / clean`` per corruption present in ``scores``
+    ((corruption, severity) -> metric), and ``mRR`` = the mean RR over those corruptions. NaN when ``clean`` is 0."""
+    per_corruption: dict[str, list[float]] = {}
+    for (name, severity), value in scores.items():
+        check_corruption(name, severity)
+        per_corruption.setdefault(name, []).append(value)
+    rates = {
+        name: (sum(values) / len(values) / clean if clean else float("nan"))
+        for name in CORRUPTIONS
+        if (values := per_corruption.get(name))
+    }
+    mean_rate = sum(rates.values()) / len(rates) if rates else float("nan")
+    return rates, mean_rate
+
+
+def corruption_table(
+    results: Mapping[tuple[str, int], float], *, clean: float | None = None, digits: int = 1, metric: str = "IoU"
+) -> str:
     """A markdown table of a metric per (corruption, severity): a row per corruption present in ``results``, in
-    ``CORRUPTIONS`` order; a column per severity and their mean (over the severities present; "-" where missing).
+    ``CORRUPTIONS`` order; a column per severity and their mean ("-" where missing); with ``clean``, the clean score
+    and the resilience rate RR (%) per row, and mRR (%) on a last row (over the corruptions present: the benchmark's
+    mRR needs all eight).
 
-    >>> print(corruption_table({("Fog", 1): 30.0, ("Fog", 2): 25.0, ("Fog", 3): 20.0}))
-    | Corruption | easy (1) | mid (2) | hard (3) | mean |
-    | --- | ---: | ---: | ---: | ---: |
-    | Fog | 30.0 | 25.0 | 20.0 | 25.0 |
+    >>> print(corruption_table({("Fog", 1): 30.0, ("Fog", 2): 25.0, ("Fog", 3): 20.0}, clean=40.0))
+    | Corruption | easy (1) | mid (2) | hard (3) | mean | RR (%) |
+    | --- | ---: | ---: | ---: | ---: | ---: |
+    | Clean | 40.0 | | | | |
+    | Fog | 30.0 | 25.0 | 20.0 | 25.0 | 62.5 |
+    | mRR (1 of 8 corruptions) | | | | | 62.5 |
     """
     for name, severity in results:
-        _level(name, severity)
+        check_corruption(name, severity)
     header = " | ".join(f"{label} ({s})" for label, s in zip(SEVERITY_NAMES, SEVERITIES))
-    lines = [f"| Corruption | {header} | mean |", "| --- |" + " ---: |" * (len(SEVERITIES) + 1)]
+    extra = " RR (%) |" if clean is not None else ""
+    lines = [f"| Corruption | {header} | mean |{extra}", "| --- |" + " ---: |" * (len(SEVERITIES) + 1 + bool(extra))]
+    rates, mean_rate = resilience(results, clean) if clean is not None else ({}, float("nan"))
+    blanks = " |" * (len(SEVERITIES) + bool(extra))
+    if clean is not None:
+        lines.append(f"| Clean | {clean:.{digits}f} |{blanks}")
     for name in CORRUPTIONS:
         values = [results.get((name, severity)) for severity in SEVERITIES]
         present = [v for v in values if v is not None]
@@ -361,5 +409,10 @@ def corruption_table(results: Mapping[tuple[str, int], float], *, digits: int = 
             continue
         cells = ["-" if v is None else f"{v:.{digits}f}" for v in values]
         cells.append(f"{sum(present) / len(present):.{digits}f}")
+        if clean is not None:
+            cells.append(f"{100.0 * rates[name]:.{digits}f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if clean is not None and rates:
+        lines.append(f"| mRR ({len(rates)} of {len(CORRUPTIONS)} corruptions) |{' |' * (len(SEVERITIES) + 1)} "
+                     f"{100.0 * mean_rate:.{digits}f} |")
     return "\n".join(lines)

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, InputError
 from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from ..models.geometry import NUSCENES_CAMERAS, BEVGrid, image_affine, random_bev_augmentation, update_intrinsics
-from .labels import VehicleBox, rasterize_vehicles, sample_map_mask
+from .corruptions import NUSCENES_C_DOWNLOAD, SEVERITY_NAMES, apply_corruption, check_corruption
+from .labels import DEFAULT_LABEL_PROTOCOL, VehicleBox, check_label_protocol, rasterize_vehicles, sample_map_mask
 from .splits import load_subset, scene_names, select_subset
 
 # Image sizes (H, W) of the usual recipes, and the small one of the tests and the CPU demo.
@@ -88,6 +89,16 @@ def image_transform(
     return image_affine(scale, crop_xy=(crop_x, crop_y), rotation_deg=rotation, rotation_center=center).numpy()
 
 
+def warp_image(image: np.ndarray, affine: np.ndarray, target_hw: tuple[int, int]) -> np.ndarray:
+    """The network image (H, W, 3) uint8 from a source image and its (3, 3) pixel map ``image_transform``."""
+    return cv2.warpAffine(image, affine[:2], (int(target_hw[1]), int(target_hw[0])), flags=cv2.INTER_LINEAR)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, as every path of occfeat reads camera images."""
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
 class NuScenesBEV(Dataset):
     """Key frames of one split of a nuScenes-format dataroot, with images, calibration, BEV labels and Lidar.
 
@@ -104,7 +115,13 @@ class NuScenesBEV(Dataset):
         lidar_sweeps: 0 for no Lidar; else the key frame plus ``lidar_sweeps - 1`` previous sweeps.
         map_classes: map layers of the ``map`` label; ``drivable_area`` comes from the map mask every dataroot carries,
             the others from the nuScenes map expansion.
-        corruption: ``(name, severity)`` of a nuScenes-C corruption applied to the images (evaluation).
+        corruption: ``(name, severity)`` of a nuScenes-C corruption (``occfeat.data.corruptions``), for evaluation.
+            Without ``corruption_root`` it is regenerated on the fly on each source image before the resize, with
+            RoboBEV's definitions, deterministic per (seed, sample).
+        corruption_root: the released nuScenes-C folder (``<root>/<Corruption>/<easy|mid|hard>/<CAM_X>/<file>``):
+            the corrupted images are read from there instead of ``samples/``.
+        label_protocol: the vehicle raster, ``"lss"`` (the literature's ``cv2.fillPoly`` raster, the default) or
+            ``"cell-center"`` (see ``occfeat.data.labels``).
         labels: False reads no annotation and no map (self-supervised pretraining): items carry no label keys.
         nusc: an already loaded ``NuScenes`` to share between datasets.
 
@@ -130,14 +147,16 @@ class NuScenesBEV(Dataset):
         map_classes: Sequence[str] = ("drivable_area",),
         cameras: Sequence[str] = NUSCENES_CAMERAS,
         corruption: tuple[str, int] | None = None,
+        corruption_root: str | Path | None = None,
+        label_protocol: str = DEFAULT_LABEL_PROTOCOL,
         labels: bool = True,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
         self.version = version
-        self.image_size = IMAGE_PRESETS[image_size] if isinstance(image_size, str) else tuple(image_size)
         if isinstance(image_size, str) and image_size not in IMAGE_PRESETS:
             raise ConfigError(f"image_size={image_size!r}: choose a preset from {list(IMAGE_PRESETS)} or give (H, W).")
+        self.image_size = IMAGE_PRESETS[image_size] if isinstance(image_size, str) else tuple(image_size)
         self.grid = grid or BEVGrid()
         self.augment = augment
         self.seed = seed
@@ -145,12 +164,17 @@ class NuScenesBEV(Dataset):
         self.lidar_sweeps = int(lidar_sweeps)
         self.cameras = tuple(cameras)
         if corruption is not None:
-            from .corruptions import CORRUPTIONS, SEVERITIES
-
-            name, severity = corruption
-            if name not in CORRUPTIONS or severity not in SEVERITIES:
-                raise ConfigError(f"corruption={corruption!r}: choose a name from {list(CORRUPTIONS)} and a severity in {list(SEVERITIES)}.")
+            if not isinstance(corruption, (tuple, list)) or len(corruption) != 2:
+                raise ConfigError(f"corruption={corruption!r}: give (name, severity), e.g. ('Fog', 2).")
+            check_corruption(*corruption)
+            corruption = (str(corruption[0]), int(corruption[1]))
+        elif corruption_root is not None:
+            raise ConfigError("corruption_root is set but corruption is not: give corruption=(name, severity) too.")
         self.corruption = corruption
+        self.corruption_root = Path(corruption_root).expanduser() if corruption_root is not None else None
+        if self.corruption_root is not None:
+            self._check_released_folders()
+        self.label_protocol = check_label_protocol(label_protocol)
         self.labels = labels
         known = (*MAP_LAYERS_FROM_MASK, *MAP_EXPANSION_POLYGONS, *MAP_EXPANSION_LINES)
         unknown = [m for m in map_classes if m not in known]
@@ -204,6 +228,41 @@ class NuScenesBEV(Dataset):
         pose = self.nusc.get("ego_pose", sample_data["ego_pose_token"])
         return _pose_matrix(pose["translation"], pose["rotation"]) @ _pose_matrix(calib["translation"], calib["rotation"])
 
+    def _released_folder(self) -> Path:
+        name, severity = self.corruption  # type: ignore[misc]
+        return self.corruption_root / name / SEVERITY_NAMES[check_corruption(name, severity)]  # type: ignore[operator]
+
+    def _check_released_folders(self) -> None:
+        """Fail at construction, with the layout and the fix, when ``corruption_root`` is not a nuScenes-C copy."""
+        root, folder = self.corruption_root, self._released_folder()
+        layout = (f"nuScenes-C's layout is <root>/<Corruption>/<{'|'.join(SEVERITY_NAMES)}>/<CAM_X>/<file name of "
+                  f"samples/CAM_X/> (download: {NUSCENES_C_DOWNLOAD}); or drop corruption_root to regenerate the "
+                  "corruption on the fly")
+        if not root.is_dir():  # type: ignore[union-attr]
+            raise InputError(f"corruption_root {root} does not exist. {layout}.")
+        missing = [camera for camera in self.cameras if not (folder / camera).is_dir()]
+        if missing:
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())  # type: ignore[union-attr]
+            raise InputError(
+                f"corruption_root {root}: {folder} lacks the camera folder(s) {missing} (folders in the root: "
+                f"{present or 'none'}). {layout}."
+            )
+
+    def _camera_file(self, sample_data: dict) -> Path:
+        """The image of a camera ``sample_data``: the released corrupted copy under ``corruption_root``, else the
+        dataroot's file."""
+        if self.corruption_root is None:
+            return self._file(sample_data)
+        relative = Path(sample_data["filename"])
+        path = self._released_folder() / relative.parent.name / relative.name
+        if not path.is_file():
+            raise InputError(
+                f"missing nuScenes-C file {path} (the corrupted copy of {relative}). nuScenes-C holds the val key "
+                f"frames only: evaluate split 'val', and re-extract the download ({NUSCENES_C_DOWNLOAD}) if it is "
+                "incomplete."
+            )
+        return path
+
     def _file(self, sample_data: dict) -> Path:
         path = self.dataroot / sample_data["filename"]
         if not path.is_file():
@@ -220,21 +279,19 @@ class NuScenesBEV(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment is not None else None
         global_to_ego = self._global_to_ego(sample)
 
+        records = [self.nusc.get("sample_data", sample["data"][camera]) for camera in self.cameras]
+        sources = [read_rgb(self._camera_file(record)) for record in records]
+        if self.corruption is not None and self.corruption_root is None:
+            # nuScenes-C regenerated: on the source images at their own resolution, before the resize, as released.
+            sources = apply_corruption(sources, *self.corruption, seed=self.seed, sample_key=token)
         images, intrinsics, cam_to_ego = [], [], []
-        for camera in self.cameras:
-            record = self.nusc.get("sample_data", sample["data"][camera])
-            image = np.asarray(Image.open(self._file(record)).convert("RGB"))
-            affine = image_transform(image.shape[:2], self.image_size, rng, self.augment or Augmentation())
-            warped = cv2.warpAffine(image, affine[:2], self.image_size[::-1], flags=cv2.INTER_LINEAR)
+        for record, source in zip(records, sources):
+            affine = image_transform(source.shape[:2], self.image_size, rng, self.augment or Augmentation())
             calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
             intrinsics.append(update_intrinsics(torch.tensor(calib["camera_intrinsic"], dtype=torch.float64), torch.from_numpy(affine)))
             cam_to_ego.append(global_to_ego @ self._sensor_to_global(record))
-            images.append(warped)
+            images.append(warp_image(source, affine, self.image_size))
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.corruption is not None:  # nuScenes-C, on the network's image, deterministic per (seed, sample)
-            from .corruptions import apply_corruption
-
-            pixels = apply_corruption(pixels, *self.corruption, seed=self.seed, sample_key=token)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -256,8 +313,14 @@ class NuScenesBEV(Dataset):
             item["lidar"] = torch.from_numpy(self._lidar(sample, global_to_ego))
         return item
 
-    def _labels(self, sample: dict, global_to_ego: np.ndarray, bev_aug: np.ndarray) -> dict[str, Tensor]:
-        global_to_raster = np.linalg.inv(bev_aug) @ global_to_ego
+    def vehicle_boxes(self, index: int, bev_aug: np.ndarray | None = None) -> list[VehicleBox]:
+        """The ``vehicle.*`` annotations of sample ``index``, in annotation order, as footprints in the raster frame
+        (the yaw-only ego frame of LIDAR_TOP, then ``inverse(bev_aug)``; identity by default)."""
+        sample = self.nusc.get("sample", self.sample_tokens[index])
+        global_to_raster = np.linalg.inv(np.eye(4) if bev_aug is None else bev_aug) @ self._global_to_ego(sample)
+        return self._vehicle_boxes(sample, global_to_raster)
+
+    def _vehicle_boxes(self, sample: dict, global_to_raster: np.ndarray) -> list[VehicleBox]:
         boxes = []
         for ann_token in sample["anns"]:
             ann = self.nusc.get("sample_annotation", ann_token)
@@ -266,7 +329,13 @@ class NuScenesBEV(Dataset):
             corners = self.nusc.get_box(ann_token).bottom_corners()  # (3, 4) global
             corners = global_to_raster[:3, :3] @ corners + global_to_raster[:3, 3:4]
             boxes.append(VehicleBox(corners[:2].T, int(ann["visibility_token"] or 1)))
-        labels = {k: torch.from_numpy(v) for k, v in rasterize_vehicles(self.grid, boxes).items()}
+        return boxes
+
+    def _labels(self, sample: dict, global_to_ego: np.ndarray, bev_aug: np.ndarray) -> dict[str, Tensor]:
+        global_to_raster = np.linalg.inv(bev_aug) @ global_to_ego
+        boxes = self._vehicle_boxes(sample, global_to_raster)
+        rasters = rasterize_vehicles(self.grid, boxes, protocol=self.label_protocol)
+        labels = {k: torch.from_numpy(v) for k, v in rasters.items()}
 
         # Map: raster cell centres -> ego (bev_aug) -> global, looked up in the log's map mask.
         log = self.nusc.get("log", self.nusc.get("scene", sample["scene_token"])["log_token"])

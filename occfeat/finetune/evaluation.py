@@ -1,4 +1,4 @@
-"""Evaluation: dataset-level IoU (exact across DDP ranks), a JSON report, prediction pictures, nuScenes-C tables."""
+"""Evaluation: dataset-level IoU (exact across DDP ranks), a JSON report, prediction pictures, nuScenes-C with RR / mRR."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..data import NuScenesBEV, collate
-from ..data.corruptions import CORRUPTIONS, SEVERITIES, corruption_table
+from ..data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corruption_table, resilience
 from ..engine import distributed as dist_utils
 from ..engine.data import move_to_device
 from ..viz import save_prediction_png
@@ -70,21 +70,40 @@ def write_report(metrics: dict[str, Any], path: str | Path, **context: Any) -> P
     return path
 
 
+def robustness_metrics(results: dict[str, Any]) -> list[str]:
+    """The metric keys nuScenes-C tables report: vehicle IoU (visibility filter on) and every map class's IoU."""
+    return [key for key in results["clean"] if key == "vehicle_iou" or key.startswith("map_iou/")]
+
+
 def evaluate_corruptions(
     model: nn.Module,
     make_dataset,  # type: ignore[no-untyped-def]  # (corruption | None) -> NuScenesBEV
     *,
     corruptions: Sequence[str] = CORRUPTIONS,
     severities: Sequence[int] = SEVERITIES,
-    metric: str = "vehicle_iou",
     **kwargs: Any,
 ) -> tuple[dict[str, Any], str]:
-    """The clean score and one score per (corruption, severity); returns (results, markdown table of ``metric``)."""
+    """nuScenes-C: the clean scores, the scores per (corruption, severity), and RoboBEV's resilience metrics.
+
+    Returns ``(results, tables)``. ``results`` has ``clean`` and ``"<Corruption>/<severity>"`` (the metrics of
+    ``evaluate_model`` each) and ``robustness``: per metric (``vehicle_iou``, ``map_iou/<class>``) the resilience rate
+    ``RR`` per corruption (mean over the severities / clean) and ``mRR`` (mean RR over the corruptions evaluated; the
+    benchmark's needs all eight). ``tables`` is one markdown table per metric, IoU in %, with RR and mRR.
+    """
+    for name in corruptions:
+        for severity in severities:
+            check_corruption(name, severity)
     results: dict[str, Any] = {"clean": evaluate_model(model, make_dataset(None), **kwargs)}
-    table: dict[tuple[str, int], float] = {}
     for name in tqdm(corruptions, desc="nuScenes-C", unit="corruption", disable=not dist_utils.is_main()):
         for severity in severities:
-            scores = evaluate_model(model, make_dataset((name, severity)), **kwargs)
-            results[f"{name}/{severity}"] = scores
-            table[(name, severity)] = 100.0 * scores[metric]
-    return results, corruption_table(table)
+            results[f"{name}/{severity}"] = evaluate_model(model, make_dataset((name, severity)), **kwargs)
+    robustness: dict[str, Any] = {}
+    tables = []
+    for key in robustness_metrics(results):
+        scores = {(name, severity): results[f"{name}/{severity}"][key] for name in corruptions for severity in severities}
+        rates, mean_rate = resilience(scores, results["clean"][key])
+        robustness[key] = {"RR": rates, "mRR": mean_rate, "corruptions": len(rates)}
+        percent = {pair: 100.0 * value for pair, value in scores.items()}
+        tables.append(f"{key} (%)\n\n" + corruption_table(percent, clean=100.0 * results["clean"][key]))
+    results["robustness"] = robustness
+    return results, "\n\n".join(tables)

@@ -34,6 +34,7 @@ class FinetuneRecipe:
     precision: str = "bf16"  # on CUDA; the CPU runs fp32
     augment: bool = True
     visibility_filter: bool = True
+    label_protocol: str = "lss"  # the vehicle raster (occfeat.data.labels): "lss" is the literature's
     backbone_lr_mult: float = 1.0
     eval_every: int = 5000
     num_workers: int = 6

@@ -102,7 +102,8 @@ def finetune(
     network = load_for_finetuning(model, **(load_kwargs or {}))
     config = network.config
     out = Path(out_dir)
-    common = dict(image_size=config.image_size, grid=config.grid, map_classes=config.map_classes, seed=seed)
+    common = dict(image_size=config.image_size, grid=config.grid, map_classes=config.map_classes, seed=seed,
+                  label_protocol=recipe.label_protocol)
     train_set = NuScenesBEV(dataroot, version, train_split, augment=Augmentation().scaled_to(config.grid) if recipe.augment else None,
                             fraction=fraction, count=count, subset=subset, **common)
     val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
@@ -149,13 +150,15 @@ def finetune(
             "train_split": train_split, "val_split": val_split, "fraction": fraction, "count": count,
             "train_samples": len(train_set), "val_samples": len(val_set), "seed": seed, "steps": steps,
             "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
+            "label_protocol": recipe.label_protocol,
             "freeze_parts": list(freeze_parts), "processes": world,
         }, indent=2, default=str) + "\n")
     result = trainer.fit()
     metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,
                              picture_dir=out / "pictures")
     if dist_utils.is_main():
-        write_report(metrics, out / "eval.json", model=str(model), split=val_split, samples=len(val_set), step=result.step)
+        write_report(metrics, out / "eval.json", model=str(model), split=val_split, samples=len(val_set), step=result.step,
+                     label_protocol=recipe.label_protocol)
     return FinetuneResult(network, result, metrics, out, steps, len(train_set))
 
 

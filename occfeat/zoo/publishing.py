@@ -70,6 +70,16 @@ def save_pretrained(
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
 
+def _label_protocol_lines(metrics: list[dict[str, Any]]) -> list[str]:
+    """The card's sentence on the vehicle label protocol of its metrics (none when no metric names one)."""
+    protocols = sorted({m["label_protocol"] for m in metrics if "label_protocol" in m})
+    if not protocols:
+        return []
+    literature = " (the literature's `cv2.fillPoly` raster of LSS, CVT, Simple-BEV, PointBeV and OccFeat)"
+    names = ", ".join(f"`{p}`" + (literature if p == "lss" else "") for p in protocols)
+    return [f"Vehicle labels: the {names} protocol; `occfeat evaluate` records the protocol it used in `eval.json`.", ""]
+
+
 def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -119,6 +129,10 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
             *(f"| {m['task']} | {m['metric']} | {m['value']} | {m['protocol']} | {m['source']} |" for m in metrics),
             "",
             "Numbers marked *paper* are the OccFeat paper's, read off its figures, not measured on these weights.",
+            "",
+            *_label_protocol_lines(metrics),
+            "Robustness: `occfeat evaluate ID --dataroot NUSCENES --split val --corruption all --corruption-root "
+            "NUSCENES_C` on RoboBEV's released nuScenes-C (IoU per corruption and severity, RR and mRR).",
             "",
         ]
     lines += [
