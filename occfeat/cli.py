@@ -198,7 +198,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     options = dict(batch_size=args.batch_size, device=args.device, progress=True)
     context = dict(model=args.model, split=args.split, label_protocol=args.label_protocol)
     if len(names) * len(severities) > 1:
-        results, tables = evaluate_corruptions(model, dataset, corruptions=names, severities=severities, **options)
+        results, tables = evaluate_corruptions(model, dataset, corruptions=names, severities=severities,
+                                               picture_path=out / "corruptions.png", **options)
         out.mkdir(parents=True, exist_ok=True)
         (out / "corruptions.md").write_text(tables + "\n")
         source = f"released files under {args.corruption_root}" if args.corruption_root else "regenerated on the fly"

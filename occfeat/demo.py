@@ -119,8 +119,10 @@ def finetune_grid(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Fine-tune from each start ({init: architecture or weight id}) at each fraction and seed; one row per run."""
+    from .finetune.recipes import get_recipe
     from .finetune.training import finetune
 
+    label_protocol = get_recipe("cpu-tiny").label_protocol
     rows = []
     runs = [(seed, fraction, steps, init) for seed in seeds
             for fraction, steps in zip(settings.fractions, settings.finetune_steps) for init in starts]
@@ -133,6 +135,7 @@ def finetune_grid(
             load_kwargs=None if init == "scratch" else load_kwargs,
         )
         rows.append({"init": init, "fraction": fraction, "seed": seed, "train_samples": result.train_samples, "steps": steps,
+                     "label_protocol": label_protocol,
                      "seconds": time.perf_counter() - started, "run": str(result.run_dir),
                      **{k: result.metrics[k] for k in METRICS}})
     return rows
@@ -235,6 +238,7 @@ def compare_pretrainings(
             REGISTRY.reset()  # the demo's entries were for its own loopback Hub
     cells = summarise(rows)
     results = {"settings": settings.to_dict(), "seeds": list(seeds), "world": str(world.dataroot), "rows": rows,
+               "label_protocol": sorted({r["label_protocol"] for r in rows}),
                "cells": cells, "load_reports": load_reports, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -287,7 +291,9 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         f"({results['world']}); pretraining {settings.pretrain_steps} steps, fine-tuning "
         f"{'/'.join(map(str, settings.finetune_steps))} steps at {'/'.join(f'{f:.0%}' for f in settings.fractions)} of the "
         f"labels, recipe `cpu-tiny`, on the CPU. Every number below comes from this run "
-        f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder.",
+        f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder. Vehicle labels: the "
+        f"{', '.join(f'`{p}`' for p in results['label_protocol'])} protocol (`lss`: the literature's `cv2.fillPoly` "
+        "raster, so the IoUs are computed as published ones are; the world is a procedural stand-in for nuScenes).",
         "",
         "![comparison](comparison.png)",
         "",

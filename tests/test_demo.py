@@ -29,7 +29,10 @@ def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys)
         cell = next(c for c in results["cells"] if c["init"] == row["init"] and c["fraction"] == row["fraction"])
         assert cell["vehicle_iou"] == row["vehicle_iou"]  # one seed: the cell is the run
         assert f"| {100 * row['vehicle_iou']:.1f} |" in report
-        assert json.loads((out / "runs" / row["run"].split("/runs/")[-1] / "run.json").read_text())["steps"] == row["steps"]
+        run = json.loads((out / "runs" / row["run"].split("/runs/")[-1] / "run.json").read_text())
+        assert run["steps"] == row["steps"]
+        assert run["label_protocol"] == evaluation["label_protocol"] == row["label_protocol"] == "lss"
+    assert results["label_protocol"] == ["lss"] and "Vehicle labels: the `lss` protocol" in report
     # The zoo path: both pretrained networks came back by name from the loopback Hub with clean reports.
     assert len(results["load_reports"]) == 2
     assert all("missing 0, unexpected 0, shape mismatches 0" in r for r in results["load_reports"].values())

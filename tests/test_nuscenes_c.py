@@ -155,6 +155,8 @@ def test_cli_evaluate_all_corruptions_prints_rr_and_mrr(synthetic_world, tmp_pat
     assert robustness["map_iou/drivable_area"]["RR"]["Fog"] == pytest.approx(np.mean(fog) / clean_map)
     assert report["label_protocol"] == "lss" and report["corruption_source"] == "regenerated on the fly"
     assert (tmp_path / "corruptions.md").read_text().count("| mRR (8 of 8 corruptions) |") == 2
+    with Image.open(tmp_path / "corruptions.png") as grid:  # CAM_FRONT under each of the 8 x 3, the clean one first
+        assert grid.width >= 4 * SIZE[1] and grid.height >= 8 * SIZE[0]
 
 
 def test_cli_evaluate_rejects_bad_corruption_input_with_the_fix(synthetic_world, tmp_path, capsys):

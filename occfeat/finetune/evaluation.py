@@ -7,16 +7,18 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..data import NuScenesBEV, collate
-from ..data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corruption_table, resilience
+from ..data.corruptions import CORRUPTIONS, SEVERITIES, SEVERITY_NAMES, check_corruption, corruption_table, resilience
+from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from ..engine import distributed as dist_utils
 from ..engine.data import move_to_device
-from ..viz import save_prediction_png
+from ..viz import save_image_grid, save_prediction_png
 from .metrics import IoUMeter
 
 
@@ -81,6 +83,8 @@ def evaluate_corruptions(
     *,
     corruptions: Sequence[str] = CORRUPTIONS,
     severities: Sequence[int] = SEVERITIES,
+    picture_path: str | Path | None = None,
+    picture_camera: str = "CAM_FRONT",
     **kwargs: Any,
 ) -> tuple[dict[str, Any], str]:
     """nuScenes-C: the clean scores, the scores per (corruption, severity), and RoboBEV's resilience metrics.
@@ -89,14 +93,25 @@ def evaluate_corruptions(
     ``evaluate_model`` each) and ``robustness``: per metric (``vehicle_iou``, ``map_iou/<class>``) the resilience rate
     ``RR`` per corruption (mean over the severities / clean) and ``mRR`` (mean RR over the corruptions evaluated; the
     benchmark's needs all eight). ``tables`` is one markdown table per metric, IoU in %, with RR and mRR.
+    With ``picture_path``, also a PNG of ``picture_camera``'s network image of the first sample under every
+    corruption and severity (a row per corruption, the clean image first), to see what the network was shown.
     """
     for name in corruptions:
         for severity in severities:
             check_corruption(name, severity)
-    results: dict[str, Any] = {"clean": evaluate_model(model, make_dataset(None), **kwargs)}
+    clean = make_dataset(None)
+    results: dict[str, Any] = {"clean": evaluate_model(model, clean, **kwargs)}
+    tiles: dict[str, np.ndarray] = {}
+    draw = picture_path is not None and dist_utils.is_main()
     for name in tqdm(corruptions, desc="nuScenes-C", unit="corruption", disable=not dist_utils.is_main()):
+        if draw:
+            tiles[f"{name}: clean"] = _camera_image(clean, picture_camera)
         for severity in severities:
-            results[f"{name}/{severity}"] = evaluate_model(model, make_dataset((name, severity)), **kwargs)
+            corrupted = make_dataset((name, severity))
+            results[f"{name}/{severity}"] = evaluate_model(model, corrupted, **kwargs)
+            if draw:
+                tiles[f"{name} {SEVERITY_NAMES[SEVERITIES.index(severity)]} ({severity})"] = _camera_image(
+                    corrupted, picture_camera)
     robustness: dict[str, Any] = {}
     tables = []
     for key in robustness_metrics(results):
@@ -106,4 +121,15 @@ def evaluate_corruptions(
         percent = {pair: 100.0 * value for pair, value in scores.items()}
         tables.append(f"{key} (%)\n\n" + corruption_table(percent, clean=100.0 * results["clean"][key]))
     results["robustness"] = robustness
+    if draw:
+        source = "released files" if getattr(clean, "corruption_root", None) else "regenerated"
+        save_image_grid(tiles, picture_path, columns=1 + len(severities),
+                        header=f"nuScenes-C ({source}): {picture_camera} of sample {clean.sample_tokens[0]}")
     return results, "\n\n".join(tables)
+
+
+def _camera_image(dataset: NuScenesBEV, camera: str) -> np.ndarray:
+    """(H, W, 3) uint8: one camera's network image of the dataset's first sample, un-normalised."""
+    images = dataset[0]["images"][dataset.cameras.index(camera)]  # (3, H, W), ImageNet-normalised
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (images * std + mean).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
