@@ -292,8 +292,8 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         f"{'/'.join(map(str, settings.finetune_steps))} steps at {'/'.join(f'{f:.0%}' for f in settings.fractions)} of the "
         f"labels, recipe `cpu-tiny`, on the CPU. Every number below comes from this run "
         f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder. Vehicle labels: the "
-        f"{', '.join(f'`{p}`' for p in results['label_protocol'])} protocol (`lss`: the literature's `cv2.fillPoly` "
-        "raster, so the IoUs are computed as published ones are; the world is a procedural stand-in for nuScenes).",
+        f"{', '.join(f'`{p}`' for p in results['label_protocol'])} protocol (`lss` is the literature's "
+        "`cv2.fillPoly` raster: the IoUs are computed as published ones are, on a procedural stand-in for nuScenes).",
         "",
         "![comparison](comparison.png)",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import occfeat
 from occfeat.cli import main
@@ -12,6 +13,7 @@ from occfeat.data import NuScenesBEV
 from occfeat.finetune.evaluation import evaluate_model
 from occfeat.finetune.recipes import get_recipe, schedule_steps
 from occfeat.finetune.training import export_run, finetune
+from occfeat.pretrain.training import PRETRAINED_PARTS
 
 # Small enough for the test suite: 64x128 images, a 32 m x 32 m raster at 1 m, no dropout.
 SMALL = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0}, dropout=0.0)
@@ -79,3 +81,37 @@ def test_corruption_table_over_corruptions_and_severities(synthetic_world):
     assert set(results) == {"clean", "Fog/1", "Fog/3", "CameraCrash/1", "CameraCrash/3", "robustness"}
     assert set(results["robustness"]["vehicle_iou"]["RR"]) == {"Fog", "CameraCrash"}
     assert "| Fog |" in table and "| CameraCrash |" in table
+
+
+def final_weights(run_dir) -> dict:
+    from safetensors.torch import load_file
+
+    from occfeat.engine.checkpoint import latest_checkpoint, MODEL_FILE
+
+    return load_file(str(latest_checkpoint(run_dir) / MODEL_FILE))
+
+
+@pytest.mark.parametrize("start", ["scratch", "pretrained"])
+def test_a_seed_determines_a_fine_tuning_run(start, synthetic_world, tmp_path):
+    """Two identical CPU runs end with bit-identical weights, whatever the process drew before: the seed fixes the
+    network's initialisation and the heads a pretrained load re-initialises, not only the steps."""
+    model = "simplebev-tiny"
+    if start == "pretrained":  # weights without heads: the load re-initialises them
+        occfeat.save_pretrained(occfeat.create_model(model, **SMALL), tmp_path / "weights", parts=PRETRAINED_PARTS)
+        model = f"local-dir:{tmp_path / 'weights'}"
+
+    def run(name: str, seed: int) -> dict:
+        finetune(model, dataroot=synthetic_world.dataroot, version=synthetic_world.version, out_dir=tmp_path / name,
+                 train_split="all", val_split="all", count=2, recipe="cpu-tiny", max_steps=2, val_samples=1,
+                 device="cpu", seed=seed, progress=False, recipe_overrides=dict(eval_every=10**6),
+                 load_kwargs=None if start == "pretrained" else SMALL)
+        return final_weights(tmp_path / name)
+
+    torch.manual_seed(1)
+    first = run("a", seed=3)
+    torch.manual_seed(2)  # another global state before the second run
+    again = run("b", seed=3)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first), "same seed, same weights"
+    other = run("c", seed=4)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
