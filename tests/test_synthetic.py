@@ -19,7 +19,9 @@ from occfeat.data.synthetic import (
     SPLITS_FILENAME,
     add_synth_arguments,
     generate_world,
+    SEMANTIC_CLASSES,
     instance_mask_path,
+    semantic_map_path,
     render_sample_png,
     run_synth,
 )
@@ -35,7 +37,7 @@ SWEEPS = 2
 def world(tmp_path_factory: pytest.TempPathFactory) -> NuScenes:
     root = tmp_path_factory.mktemp("synth")
     generate_world(root, scenes=2, samples_per_scene=3, image_hw=IMAGE_HW, seed=3, sweeps_per_sample=SWEEPS,
-                   instance_masks=True, progress=False)
+                   semantic_maps=True, progress=False)  # semantic maps imply the instance masks
     return NuScenes(VERSION, str(root), verbose=False)
 
 
@@ -120,6 +122,30 @@ def test_projected_box_centres_land_on_their_vehicle_in_the_images(world: NuScen
                 hits += rows[ann["instance_token"]] + 1 in mask[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
     assert checked > 20
     assert hits / checked > 0.9
+
+
+def test_semantic_side_cars_align_with_the_rendered_objects(world: NuScenes):
+    """A pixel of a rendered, annotated object carries that object's category in the class map and its instance in
+    the instance mask; the stuff classes fall where a camera sees them (sky on top, road at the bottom)."""
+    categories = [world.get("category", instance["category_token"])["name"] for instance in world.instance]
+    checked, counts = 0, np.zeros(len(SEMANTIC_CLASSES), int)
+    for sample in world.sample:
+        for channel in NUSCENES_CAMERAS:
+            filename = world.get("sample_data", sample["data"][channel])["filename"]
+            classes = np.array(Image.open(semantic_map_path(world.dataroot, filename)))
+            instances = np.array(Image.open(instance_mask_path(world.dataroot, filename))).astype(int)
+            assert classes.dtype == np.uint8 and classes.shape == IMAGE_HW and classes.max() < len(SEMANTIC_CLASSES)
+            seen = instances > 0
+            names = np.array(SEMANTIC_CLASSES)[classes[seen]]
+            np.testing.assert_array_equal(names, np.array(categories)[instances[seen] - 1])
+            checked += int(seen.sum())
+            counts += np.bincount(classes.ravel(), minlength=len(SEMANTIC_CLASSES))
+            top, bottom = classes[: IMAGE_HW[0] // 10], classes[-IMAGE_HW[0] // 10 :]
+            assert np.isin(np.array(SEMANTIC_CLASSES)[top], ["sky", "building", "structure", "vegetation"]).mean() > 0.5
+            assert (np.array(SEMANTIC_CLASSES)[bottom] != "sky").all()
+    assert checked > 1000
+    present = {name for name, count in zip(SEMANTIC_CLASSES, counts) if count}
+    assert {"sky", "road", "lane_marking", "building", "vehicle.car", "human.pedestrian.adult"} <= present
 
 
 def test_num_lidar_pts_counts_the_key_frame_points_inside_each_box(world: NuScenes):

@@ -8,7 +8,7 @@ sweeps), a drivable-area map per town and the world's own train/val split (``<ve
 
 Modules: ``catalog`` (taxonomy, object shapes), ``town`` (layout and static objects), ``traffic`` (what moves),
 ``rig`` (sensors), ``render`` (ray casting), ``annotate`` (Lidar counts, visibility), ``tables`` (records, tokens),
-``world`` (the generator), ``preview`` (the picture).
+``world`` (the generator), ``semantic`` (side-car class maps of the images), ``preview`` (the picture).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from .preview import render_sample_png
+from .semantic import SEMANTIC_CLASSES, SEMANTIC_DIR, semantic_map_path
 from .world import INSTANCE_MASK_DIR, SPLITS_FILENAME, WORLD_FILENAME, WorldSummary, generate_world, instance_mask_path
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "parse_image_size",
     "render_sample_png",
     "run_synth",
+    "SEMANTIC_CLASSES",
+    "SEMANTIC_DIR",
+    "semantic_map_path",
 ]
 
 
@@ -69,6 +73,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Lidar sweeps between key frames (nuScenes: 9; default: %(default)s)")
     parser.add_argument("--version", default="v1.0-synthetic", help="table folder name (default: %(default)s)")
     parser.add_argument("--instance-masks", action="store_true", help="also write per-pixel instance masks")
+    parser.add_argument("--semantic-maps", action="store_true",
+                        help="also write per-pixel class maps (and the instance masks) beside the key-frame images")
     parser.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in DIR")
     parser.add_argument("--png", action="store_true", help="also draw one sample to DIR/synth_sample.png")
 
@@ -78,7 +84,8 @@ def run_synth(args: argparse.Namespace) -> int:
     summary = generate_world(
         args.out_dir, scenes=args.scenes, samples_per_scene=args.samples_per_scene,
         image_hw=parse_image_size(args.image_size), seed=args.seed, version=args.version,
-        sweeps_per_sample=args.sweeps_per_sample, instance_masks=args.instance_masks, overwrite=args.overwrite,
+        sweeps_per_sample=args.sweeps_per_sample, instance_masks=args.instance_masks, semantic_maps=args.semantic_maps,
+        overwrite=args.overwrite,
     )
     if args.png:
         from nuscenes import NuScenes

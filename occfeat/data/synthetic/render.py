@@ -272,14 +272,21 @@ def _in_shadow(shadows: Tensor, points: Tensor) -> Tensor:
     return inside & shadows[ij[:, 1], ij[:, 0]]
 
 
+SURFACE_SKY = -1
+SURFACE_PART = 100  # box pixels: SURFACE_PART + the part's Material; ground pixels: their Ground value
+
+
 @dataclass
 class CameraImage:
     """A rendered camera: colour (H, W, 3) uint8, depth (H, W) float32 metres along the optical axis (inf: sky),
-    owner (H, W) int64: index of the object seen (into the ``ObjectStates``), -1 for ground, scenery and sky."""
+    owner (H, W) int64: index of the object seen (into the ``ObjectStates``), -1 for ground, scenery and sky,
+    surface (H, W) int64: what each pixel shows, ``SURFACE_SKY``, a ``Ground`` value, or ``SURFACE_PART`` plus the
+    ``Material`` of the box part hit."""
 
     rgb: np.ndarray
     depth: np.ndarray
     owner: np.ndarray
+    surface: np.ndarray
 
 
 def render_camera(frame: Frame, cam_to_local: np.ndarray, intrinsic: np.ndarray,
@@ -302,16 +309,19 @@ def render_camera(frame: Frame, cam_to_local: np.ndarray, intrinsic: np.ndarray,
     depth = torch.minimum(t_box, t_ground)
 
     colour = _sky(directions)
+    surface = torch.full(part.shape, SURFACE_SKY, dtype=torch.long)
     boxes = torch.nonzero(on_box)[:, 0]
     if len(boxes):
         normal, local = _hit_surface(frame, origin, directions[boxes], t_box[boxes], part[boxes])
         base = _part_colour(frame, part[boxes], normal, local)
         lamp = (frame.material[part[boxes]] == Material.LAMP)[:, None]
         colour[boxes] = torch.where(lamp, base, base * _light(frame, normal))
+        surface[boxes] = SURFACE_PART + frame.material[part[boxes]]
     ground = torch.nonzero(~on_box & torch.isfinite(t_ground))[:, 0]
     if len(ground):
         points = origin + t_ground[ground, None] * directions[ground]
         material = _ground(frame, points)
+        surface[ground] = material.long()
         noise = _sample_texture(frame.texture, points[:, 0] + float(frame.origin[0]),
                                 points[:, 1] + float(frame.origin[1]), 0.2)
         base = GROUND_COLOURS[material] * (1 + GROUND_NOISE[material, None] * (noise[:, None] - 0.5))
@@ -325,7 +335,8 @@ def render_camera(frame: Frame, cam_to_local: np.ndarray, intrinsic: np.ndarray,
     owner = torch.full_like(part, -1)
     owner[boxes] = frame.owner[part[boxes]]
     rgb = (colour.clamp(0, 1) * 255 + 0.5).to(torch.uint8).reshape(height, width, 3)
-    return CameraImage(rgb.numpy(), depth.reshape(height, width).numpy(), owner.reshape(height, width).numpy())
+    return CameraImage(rgb.numpy(), depth.reshape(height, width).numpy(), owner.reshape(height, width).numpy(),
+                       surface.reshape(height, width).numpy())
 
 
 def _camera_pairs(frame: Frame, cam_to_local: np.ndarray, intrinsic: np.ndarray,

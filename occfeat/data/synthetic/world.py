@@ -8,6 +8,8 @@ Layout written under ``out_dir`` (the dataroot)::
     samples/LIDAR_TOP/*.pcd.bin      key-frame Lidar: float32 (x, y, z, intensity, ring) in the sensor frame
     sweeps/LIDAR_TOP/*.pcd.bin       the Lidar turns between key frames
     instance_masks/CAM_*/*.png       only with ``instance_masks=True``: uint16, 1 + row of instance.json per pixel
+    semantic/CAM_*/*.png             only with ``semantic_maps=True`` (which also writes the instance masks):
+                                     uint8 class ids of ``occfeat.data.synthetic.semantic.SEMANTIC_CLASSES``
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ...models.geometry import NUSCENES_CAMERAS
 from .annotate import points_in_boxes, visible_fractions
 from .catalog import visibility_token
 from .render import ground_texture, render_camera, scan_lidar, world_frame
+from .semantic import semantic_classes, semantic_map_path
 from .rig import (
     KEY_FRAME_PERIOD_S,
     LIDAR_CHANNEL,
@@ -107,6 +110,7 @@ def generate_world(
     sweeps_per_sample: int = 4,
     scenes_per_town: int = 2,
     instance_masks: bool = False,
+    semantic_maps: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> WorldSummary:
@@ -116,12 +120,15 @@ def generate_world(
     parked and moving vehicles, pedestrians and street furniture. Each scene is a drive of ``samples_per_scene`` key
     frames at 2 Hz with ``sweeps_per_sample`` Lidar sweeps between key frames (nuScenes itself has 9), six cameras
     rendered at ``image_hw`` and a 32-beam Lidar. Deterministic for a seed: the same arguments write the same tables.
+    ``instance_masks`` / ``semantic_maps`` add per-pixel side-car maps of the key-frame images (module docstring of
+    ``occfeat.data.synthetic.semantic``), outside the nuScenes tables.
 
     >>> summary = generate_world("data/synthetic", scenes=2, samples_per_scene=3, image_hw=(90, 160))  # doctest: +SKIP
     >>> NuScenes(summary.version, str(summary.dataroot))  # doctest: +SKIP
     """
     _check_arguments(scenes, samples_per_scene, image_hw, sweeps_per_sample, scenes_per_town, seed, version)
     image_hw = (int(image_hw[0]), int(image_hw[1]))
+    instance_masks = instance_masks or semantic_maps
     started = time.perf_counter()
     root = Path(out_dir)
     _clear(root, version, overwrite)
@@ -149,7 +156,7 @@ def generate_world(
     for i, name in enumerate(names):
         town, log, texture = towns[i // scenes_per_town]
         scene = _SceneWriter(root, tables, seed, i, name, town, log, texture, image_hw, instance_masks,
-                             samples_per_scene, sweeps_per_sample)
+                             samples_per_scene, sweeps_per_sample, semantic_maps=semantic_maps)
         scene.write(bar)
     bar.close()
 
@@ -160,7 +167,7 @@ def generate_world(
         json.dump({"generator": "occfeat.data.synthetic", "seed": seed, "scenes": scenes,
                    "samples_per_scene": samples_per_scene, "image_hw": list(image_hw),
                    "sweeps_per_sample": sweeps_per_sample, "scenes_per_town": scenes_per_town,
-                   "instance_masks": instance_masks}, f, indent=1)
+                   "instance_masks": instance_masks, "semantic_maps": semantic_maps}, f, indent=1)
     summary = WorldSummary(
         dataroot=root, version=version, scenes=scenes, samples=tables.count("sample"),
         sweeps=sum(1 for r in tables.rows["sample_data"] if not r["is_key_frame"]),
@@ -190,6 +197,7 @@ def _clear(root: Path, version: str, overwrite: bool) -> None:
         if path.exists():
             filenames = [r["filename"] for r in json.loads(path.read_text())]
             written += [root / f for f in filenames] + [instance_mask_path(root, f) for f in filenames]
+            written += [semantic_map_path(root, f) for f in filenames]
     inside = root.resolve()
     for path in written:
         if inside in path.resolve().parents:
@@ -210,10 +218,12 @@ class _SceneWriter:
     """Simulates one scene and writes its files and records."""
 
     def __init__(self, root: Path, tables: Tables, seed: int, index: int, name: str, town: Town, log: Record,
-                 texture: Tensor, image_hw: tuple[int, int], instance_masks: bool, samples: int, sweeps: int) -> None:
+                 texture: Tensor, image_hw: tuple[int, int], instance_masks: bool, samples: int, sweeps: int,
+                 semantic_maps: bool = False) -> None:
         self.root, self.tables, self.seed, self.index, self.name = root, tables, seed, index, name
         self.town, self.log, self.texture, self.image_hw = town, log, texture, image_hw
         self.instance_masks = instance_masks
+        self.semantic_maps = semantic_maps
         self.rng = np.random.default_rng([seed, 1, index])
         self.key_times = np.arange(samples) * KEY_FRAME_PERIOD_S
         self.sweeps = sweeps
@@ -366,6 +376,12 @@ class _SceneWriter:
         if self.instance_masks:
             for image, filename in zip(images, filenames):
                 self._write_mask(image.owner, states, np.array(observed, dtype=int), filename)
+        if self.semantic_maps:
+            categories = [model.kind.category for model in states.models]
+            for image, filename in zip(images, filenames):
+                path = semantic_map_path(self.root, filename)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(semantic_classes(image.surface, image.owner, categories)).save(path)
 
     def _annotation(self, states: ObjectStates, i: int, centre: np.ndarray, yaw: float, sample_token: str) -> Record:
         model = states.models[i]
