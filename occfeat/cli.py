@@ -336,7 +336,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--split", default="train", help="key frames to pretrain on (all of them; no labels read)")
     pre.add_argument("--val-split", default="val", help="held-out split for the head's occupancy IoU, or 'none'")
     pre.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N held-out samples only")
-    pre.add_argument("--teacher", default=None, help="a timm ViT (default vit_small_patch14_dinov2.lvd142m)")
+    pre.add_argument("--teacher", default=None, help="a timm ViT (default vit_small_patch14_dinov2.lvd142m), or "
+                     "synthetic-semantic: a stand-in for DINOv2 on worlds written with `occfeat synth --semantic-maps`")
     pre.add_argument("--teacher-weights", default=None,
                      help="hub | auto (hub, else random with a warning) | random | FILE.safetensors")
     pre.add_argument("--cache-dir", default=None, help="teacher-feature cache (default $OCCFEAT_TEACHER_CACHE or "

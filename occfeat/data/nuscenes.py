@@ -89,9 +89,13 @@ def image_transform(
     return image_affine(scale, crop_xy=(crop_x, crop_y), rotation_deg=rotation, rotation_center=center).numpy()
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, target_hw: tuple[int, int]) -> np.ndarray:
-    """The network image (H, W, 3) uint8 from a source image and its (3, 3) pixel map ``image_transform``."""
-    return cv2.warpAffine(image, affine[:2], (int(target_hw[1]), int(target_hw[0])), flags=cv2.INTER_LINEAR)
+def warp_image(image: np.ndarray, affine: np.ndarray, target_hw: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
+    """The network image (H, W[, 3]) from a source image and its (3, 3) pixel map ``image_transform``; ``nearest``
+    for maps of ids (class or instance), which must not be interpolated."""
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    if nearest and image.dtype not in (np.uint8, np.uint16, np.float32):
+        image = image.astype(np.float32)
+    return cv2.warpAffine(image, affine[:2], (int(target_hw[1]), int(target_hw[0])), flags=flags)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -123,6 +127,9 @@ class NuScenesBEV(Dataset):
         label_protocol: the vehicle raster, ``"lss"`` (the literature's ``cv2.fillPoly`` raster, the default) or
             ``"cell-center"`` (see ``occfeat.data.labels``).
         labels: False reads no annotation and no map (self-supervised pretraining): items carry no label keys.
+        semantic_maps: items also carry a generated world's side-car maps of each camera (``generate_world(
+            semantic_maps=True)``): ``semantic`` (N, H, W) class ids and ``instance`` (N, H, W) instance ids, warped
+            like the images (nearest pixel). The input of the stand-in teacher, never a label.
         nusc: an already loaded ``NuScenes`` to share between datasets.
 
     Items are dicts: ``images`` (N, 3, H, W) normalised, ``intrinsics`` (N, 3, 3), ``cam_to_ego`` (N, 4, 4),
@@ -150,6 +157,7 @@ class NuScenesBEV(Dataset):
         corruption_root: str | Path | None = None,
         label_protocol: str = DEFAULT_LABEL_PROTOCOL,
         labels: bool = True,
+        semantic_maps: bool = False,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
@@ -175,6 +183,7 @@ class NuScenesBEV(Dataset):
         if self.corruption_root is not None:
             self._check_released_folders()
         self.label_protocol = check_label_protocol(label_protocol)
+        self.semantic_maps = bool(semantic_maps)
         self.labels = labels
         known = (*MAP_LAYERS_FROM_MASK, *MAP_EXPANSION_POLYGONS, *MAP_EXPANSION_LINES)
         unknown = [m for m in map_classes if m not in known]
@@ -263,6 +272,21 @@ class NuScenesBEV(Dataset):
             )
         return path
 
+    def _side_cars(self, sample_data: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The generated world's (class ids, instance ids) maps of a camera image, at the source resolution."""
+        from .synthetic import instance_mask_path, semantic_map_path
+
+        paths = (semantic_map_path(self.dataroot, sample_data["filename"]),
+                 instance_mask_path(self.dataroot, sample_data["filename"]))
+        for path in paths:
+            if not path.is_file():
+                raise InputError(
+                    f"missing side-car map {path}: semantic maps exist for generated worlds only, written with "
+                    "`occfeat synth DIR --semantic-maps` (generate_world(semantic_maps=True)). On real nuScenes use "
+                    "the DINOv2 teacher."
+                )
+        return tuple(np.asarray(Image.open(path)) for path in paths)  # type: ignore[return-value]
+
     def _file(self, sample_data: dict) -> Path:
         path = self.dataroot / sample_data["filename"]
         if not path.is_file():
@@ -284,13 +308,15 @@ class NuScenesBEV(Dataset):
         if self.corruption is not None and self.corruption_root is None:
             # nuScenes-C regenerated: on the source images at their own resolution, before the resize, as released.
             sources = apply_corruption(sources, *self.corruption, seed=self.seed, sample_key=token)
-        images, intrinsics, cam_to_ego = [], [], []
+        images, intrinsics, cam_to_ego, side_cars = [], [], [], []
         for record, source in zip(records, sources):
             affine = image_transform(source.shape[:2], self.image_size, rng, self.augment or Augmentation())
             calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
             intrinsics.append(update_intrinsics(torch.tensor(calib["camera_intrinsic"], dtype=torch.float64), torch.from_numpy(affine)))
             cam_to_ego.append(global_to_ego @ self._sensor_to_global(record))
             images.append(warp_image(source, affine, self.image_size))
+            if self.semantic_maps:
+                side_cars.append([warp_image(m, affine, self.image_size, nearest=True) for m in self._side_cars(record)])
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -307,6 +333,9 @@ class NuScenesBEV(Dataset):
             "bev_aug": bev_aug,
             "sample_token": token,
         }
+        if self.semantic_maps:
+            item["semantic"] = torch.from_numpy(np.stack([c for c, _ in side_cars]).astype(np.int64))
+            item["instance"] = torch.from_numpy(np.stack([i for _, i in side_cars]).astype(np.int64))
         if self.labels:
             item.update(self._labels(sample, global_to_ego, bev_aug.double().numpy()))
         if self.lidar_sweeps:

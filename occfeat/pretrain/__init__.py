@@ -7,11 +7,22 @@ from .losses import OccFeatLoss
 from .model import OccFeatPretrainer
 from .recipes import RECIPES, PretrainRecipe, get_recipe
 from .targets import Targets, build_targets, occupancy_grid, voxelize
-from .teacher import DEFAULT_TEACHER, Teacher, TeacherCache, TeacherWeightsError
+from .teacher import (
+    DEFAULT_TEACHER,
+    STAND_IN_TEACHER,
+    SemanticTeacher,
+    Teacher,
+    TeacherCache,
+    TeacherWeightsError,
+    build_teacher,
+)
 from .training import PretrainResult, evaluate_pretraining, export_pretrain_run, pretrain
 
 __all__ = [
     "DEFAULT_TEACHER",
+    "STAND_IN_TEACHER",
+    "SemanticTeacher",
+    "build_teacher",
     "MODES",
     "OccFeatHead",
     "OccFeatLoss",

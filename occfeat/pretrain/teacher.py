@@ -30,6 +30,9 @@ from ..errors import ConfigError, InputError, OccfeatError
 from ..io import atomic_write
 
 DEFAULT_TEACHER = "vit_small_patch14_dinov2.lvd142m"
+# A stand-in for DINOv2 on generated worlds (SemanticTeacher): what DINOv2 is to real images, made from the renderer's
+# side-car class and instance maps. Never OccFeat's teacher, and never available on real nuScenes.
+STAND_IN_TEACHER = "synthetic-semantic"
 TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file
 RANDOM_TEACHER_SEED = 0
 
@@ -193,6 +196,13 @@ class Teacher(nn.Module):
             model = timm.create_model(name, pretrained=False, img_size=input_size)
         return model, f"random:{RANDOM_TEACHER_SEED}"
 
+    needs: tuple[str, ...] = ("images",)  # the batch keys the teacher reads
+
+    def features(self, batch: dict[str, Any], rows: Sequence[int] | None = None) -> Tensor:
+        """(B', N, D, h, w) features of the batch's samples ``rows`` (all by default)."""
+        images = batch["images"] if rows is None else batch["images"][list(rows)]
+        return self(images)
+
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         """(B, N, 3, H, W) images normalised for the network -> (B, N, D, h, w) float32 features, rounded to
@@ -210,6 +220,99 @@ class Teacher(nn.Module):
         h, w = self.spec.patch_grid
         maps = tokens.float().transpose(1, 2).reshape(b, n, -1, h, w)
         return maps.to(self.storage_dtype).float()
+
+
+class SemanticTeacher(nn.Module):
+    """The stand-in teacher for generated worlds: per-patch features from the renderer's side-car class and instance
+    maps (``NuScenesBEV(semantic_maps=True)``), on the patch grid a ViT with patches of ``patch`` pixels would have.
+
+    Each pixel is a fixed random unit vector of its class plus ``instance_weight`` times one of its instance (hashed
+    into ``instance_buckets`` fixed random vectors; no instance: nothing); a patch is the mean over its pixels. So
+    patches of different object kinds are nearly orthogonal, patches of one kind alike, and two instances of a kind
+    apart, as DINOv2's patch tokens are on real images. It reads no 3D labels and never the fine-tuning labels. A
+    stand-in, named as one wherever it appears: its numbers are not OccFeat's with DINOv2.
+    """
+
+    needs: tuple[str, ...] = ("semantic", "instance")
+
+    def __init__(
+        self,
+        *,
+        image_size: tuple[int, int],
+        cameras: Sequence[str],
+        feature_dim: int = 384,
+        patch: int = 14,
+        instance_weight: float = 0.5,
+        instance_buckets: int = 256,
+        seed: int = RANDOM_TEACHER_SEED,
+        storage_dtype: torch.dtype = torch.float16,
+    ):
+        super().__init__()
+        from ..data.synthetic.semantic import SEMANTIC_CLASSES
+
+        generator = torch.Generator().manual_seed(seed)
+        classes = F.normalize(torch.randn(len(SEMANTIC_CLASSES), feature_dim, generator=generator), dim=1)
+        instances = F.normalize(torch.randn(instance_buckets, feature_dim, generator=generator), dim=1)
+        instances[0] = 0.0  # bucket 0: no instance
+        self.register_buffer("class_embedding", classes, persistent=False)
+        self.register_buffer("instance_embedding", instance_weight * instances, persistent=False)
+        self.storage_dtype = storage_dtype
+        input_size = teacher_input_size(tuple(image_size), patch)
+        self.spec = TeacherSpec(
+            name=STAND_IN_TEACHER,
+            weights=f"stand-in:classes={len(SEMANTIC_CLASSES)},buckets={instance_buckets},"
+                    f"instance_weight={instance_weight},seed={seed}",
+            image_size=tuple(image_size), input_size=input_size, patch_grid=(input_size[0] // patch, input_size[1] // patch),
+            feature_dim=feature_dim, cameras=tuple(cameras), storage_dtype=str(storage_dtype).replace("torch.", ""),
+        )
+
+    def features(self, batch: dict[str, Any], rows: Sequence[int] | None = None) -> Tensor:
+        missing = [key for key in self.needs if key not in batch]
+        if missing:
+            raise InputError(
+                f"the {STAND_IN_TEACHER!r} teacher needs the batch keys {missing}: build the dataset with "
+                "NuScenesBEV(semantic_maps=True) on a world written with `occfeat synth --semantic-maps`."
+            )
+        pick = (lambda t: t) if rows is None else (lambda t: t[list(rows)])
+        return self(pick(batch["semantic"]), pick(batch["instance"]))
+
+    @torch.no_grad()
+    def forward(self, semantic: Tensor, instance: Tensor) -> Tensor:
+        """(B, N, H, W) class ids and instance ids -> (B, N, D, h, w) float32 features, rounded to
+        ``storage_dtype``."""
+        b, n, height, width = semantic.shape
+        if (height, width) != self.spec.image_size or n != len(self.spec.cameras):
+            raise InputError(
+                f"{STAND_IN_TEACHER} teacher: maps of shape {tuple(semantic.shape)}, expected (B, "
+                f"{len(self.spec.cameras)}, {self.spec.image_size[0]}, {self.spec.image_size[1]}) as configured."
+            )
+        h, w = self.spec.patch_grid
+        device = self.class_embedding.device
+        rows = torch.arange(height, device=device) * h // height
+        cols = torch.arange(width, device=device) * w // width
+        patch = (rows[:, None] * w + cols[None, :]).reshape(-1)  # (H*W,) patch of each pixel
+        area = torch.bincount(patch, minlength=h * w).clamp(min=1).float()  # pixels per patch
+        maps = []
+        for codes, table in ((semantic, self.class_embedding), (instance, self.instance_embedding)):
+            codes = codes.to(device).reshape(b * n, -1).long()
+            buckets = codes if table is self.class_embedding else torch.where(codes > 0, 1 + codes % (len(table) - 1), 0)
+            # Histogram of codes per patch, one scatter: (B*N, h*w, K), then the mean embedding per patch.
+            histogram = torch.zeros(b * n, h * w * len(table), device=device)
+            histogram.scatter_add_(1, patch[None] * len(table) + buckets, torch.ones_like(buckets, dtype=torch.float))
+            maps.append((histogram.view(b * n, h * w, len(table)) / area[None, :, None]) @ table)
+        features = (maps[0] + maps[1]).transpose(1, 2).reshape(b, n, -1, h, w)
+        return features.to(self.storage_dtype).float()
+
+
+def build_teacher(
+    name: str, *, image_size: tuple[int, int], weights: str | Path, image_mean: Sequence[float],
+    image_std: Sequence[float], cameras: Sequence[str],
+) -> Teacher | SemanticTeacher:
+    """The teacher a recipe names: ``STAND_IN_TEACHER`` (generated worlds only; ``weights`` unused) or a timm ViT."""
+    if name == STAND_IN_TEACHER:
+        return SemanticTeacher(image_size=image_size, cameras=cameras)
+    return Teacher(name, image_size=image_size, weights=weights, image_mean=image_mean, image_std=image_std,
+                   cameras=cameras)
 
 
 class TeacherCache:
@@ -282,11 +385,11 @@ def teacher_maps_for(batch: dict[str, Any], teacher: Teacher, cache: TeacherCach
     """(B, N, D, h, w) float32 teacher features of a batch: cached ones as loaded, the others computed now (and
     stored when there is a cache)."""
     if cache is None or "teacher_maps" not in batch:
-        return teacher(batch["images"])
+        return teacher.features(batch)
     maps = batch["teacher_maps"].float()
     missing = (~batch["teacher_cached"].bool()).nonzero().flatten().tolist()
     if missing:
-        computed = teacher(batch["images"][missing])
+        computed = teacher.features(batch, missing)
         maps = maps.clone()
         maps[missing] = computed
         for row, i in enumerate(missing):

@@ -32,7 +32,7 @@ from ..models import BEVModel
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
 from .recipes import PretrainRecipe, get_recipe
-from .teacher import Teacher, TeacherCache, WithTeacherFeatures, teacher_maps_for
+from .teacher import STAND_IN_TEACHER, Teacher, TeacherCache, WithTeacherFeatures, build_teacher, teacher_maps_for
 
 RUN_FILE = "run.json"
 RUN_KIND = "occfeat pretrain"
@@ -164,7 +164,10 @@ def pretrain(
     config = network.config
     out = Path(out_dir)
     augment = Augmentation(zoom=(1.0, 1.0), rotation_deg=0.0, crop_jitter=0.0).scaled_to(config.grid) if recipe.bev_augment else None
-    common = dict(image_size=config.image_size, grid=config.grid, lidar_sweeps=recipe.lidar_sweeps, labels=False, seed=seed)
+    uses_features = recipe.mode in ("occfeat", "distillation")
+    stand_in = uses_features and recipe.teacher == STAND_IN_TEACHER  # reads the generated world's side-car maps
+    common = dict(image_size=config.image_size, grid=config.grid, lidar_sweeps=recipe.lidar_sweeps, labels=False, seed=seed,
+                  semantic_maps=stand_in)
     train_set = NuScenesBEV(dataroot, version, split, augment=augment, **common)
     val_set = None
     if val_split is not None:
@@ -172,11 +175,10 @@ def pretrain(
         if val_samples is not None:
             val_set.sample_tokens = val_set.sample_tokens[:val_samples]
 
-    uses_features = recipe.mode in ("occfeat", "distillation")
     teacher = cache = None
     if uses_features:
-        teacher = Teacher(recipe.teacher, image_size=config.image_size, weights=recipe.teacher_weights,
-                          image_mean=config.image_mean, image_std=config.image_std, cameras=train_set.cameras)
+        teacher = build_teacher(recipe.teacher, image_size=config.image_size, weights=recipe.teacher_weights,
+                                image_mean=config.image_mean, image_std=config.image_std, cameras=train_set.cameras)
         if recipe.cache_teacher:
             spec = dataclasses.replace(teacher.spec, dataset=f"{train_set.dataroot.resolve()}:{version}")
             cache = TeacherCache(cache_dir or default_cache_dir(), spec)
@@ -226,6 +228,8 @@ def pretrain(
             "val_split": val_split, "samples": len(train_set), "val_samples": len(val_set) if val_set else 0,
             "seed": seed, "steps": steps, "schedule_rule": "ceil(epochs * samples / (batch_size * grad_accum_steps))",
             "recipe": recipe.to_dict(), "teacher": teacher.spec.to_dict() if teacher else None,
+            "teacher_role": (f"{STAND_IN_TEACHER}: a stand-in for DINOv2 on generated worlds, not OccFeat's teacher"
+                             if stand_in else "OccFeat's image teacher" if teacher else None),
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
         }, indent=2, default=str) + "\n")
     result = trainer.fit()
