@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 
@@ -172,6 +172,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .finetune.evaluation import evaluate_corruptions, evaluate_model, write_report
     from .finetune.training import load_for_finetuning
 
+    if args.corruption and "all" in args.corruption and len(args.corruption) > 1:
+        raise ConfigError(f"--corruption {' '.join(args.corruption)}: give 'all' alone, or corruption names from "
+                          f"{list(CORRUPTIONS)}.")
     names = list(CORRUPTIONS) if args.corruption == ["all"] else list(args.corruption or [])
     severities = list(args.severity or SEVERITIES)
     if args.severity and not names:
@@ -184,12 +187,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     check_label_protocol(args.label_protocol)
     model = load_for_finetuning(args.model).to(args.device)
     config = model.config
+    loaded: dict[str, Any] = {}  # the devkit tables, read once for every dataset of the run
 
     def dataset(corruption):  # type: ignore[no-untyped-def]
         data = NuScenesBEV(args.dataroot, args.version, args.split, image_size=config.image_size, grid=config.grid,
                            map_classes=config.map_classes, corruption=corruption, seed=args.seed,
                            corruption_root=args.corruption_root if corruption else None,
-                           label_protocol=args.label_protocol)
+                           label_protocol=args.label_protocol, nusc=loaded.get("nusc"))
+        loaded["nusc"] = data.nusc
         if args.samples:
             data.sample_tokens = data.sample_tokens[: args.samples]
         return data

@@ -91,10 +91,10 @@ def test_on_the_fly_corruption_happens_on_the_source_before_the_resize(synthetic
 
 
 def test_brightness_and_color_quant_equal_direct_implementations_at_the_source_resolution(synthetic_world, clean):
-    def brightness(image):  # imagecorruptions' definition, through matplotlib's HSV
-        hsv = rgb_to_hsv(image / 255.0)
+    def brightness(image):  # imagecorruptions' definition through matplotlib's HSV, on RoboBEV's BGR order
+        hsv = rgb_to_hsv(image[..., ::-1] / 255.0)
         hsv[..., 2] = np.clip(hsv[..., 2] + 0.4, 0.0, 1.0)  # mid = level 4
-        return (np.clip(hsv_to_rgb(hsv), 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.ascontiguousarray((np.clip(hsv_to_rgb(hsv), 0.0, 1.0) * 255.0).astype(np.uint8)[..., ::-1])
 
     def posterize(image):  # RoboBEV's definition: PIL, 3 bits at mid
         return np.asarray(ImageOps.posterize(Image.fromarray(image), 3))
@@ -168,3 +168,20 @@ def test_cli_evaluate_rejects_bad_corruption_input_with_the_fix(synthetic_world,
     assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "Fog", "--severity", "1",
                  "--corruption-root", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "corruption_root" in capsys.readouterr().err
+    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "all", "Fog", "--out", str(tmp_path)]) == 2
+    assert "give 'all' alone" in capsys.readouterr().err
+    # A released copy with one corruption only: the table run fails on the missing ones before evaluating anything.
+    for camera in NUSCENES_CAMERAS:
+        for severity in SEVERITY_NAMES:
+            (tmp_path / "released" / "Fog" / severity / camera).mkdir(parents=True, exist_ok=True)
+    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "all", "--corruption-root",
+                 str(tmp_path / "released"), "--out", str(tmp_path / "eval")]) == 2
+    assert "CameraCrash/easy lacks the camera folder(s)" in capsys.readouterr().err
+    assert not (tmp_path / "eval" / "eval.json").exists()
+
+
+def test_finetune_rejects_an_unknown_label_protocol_before_loading(synthetic_world, tmp_path, capsys):
+    data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version, "--device", "cpu"]
+    assert main(["finetune", "simplebev-tiny.not-a-weight", *data, "--out", str(tmp_path), "--recipe", "cpu-tiny",
+                 "--label-protocol", "centre"]) == 2
+    assert "label_protocol='centre' is unknown" in capsys.readouterr().err  # not the unknown weight id

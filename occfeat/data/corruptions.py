@@ -28,7 +28,9 @@ Every step keeps the libraries' arithmetic where it decides pixel values: float6
 only Snow depends on the channel order (its grey term is ``cv2.COLOR_RGB2GRAY`` applied to a BGR array, i.e.
 0.299 B + 0.587 G + 0.114 R), and occfeat computes it that way.
 
-What still differs from the released files, and why:
+With the same random draws, the six pixel corruptions give the same bytes as an independent transcription of the
+reference code on 1600 x 900 images (a check made outside the test suite, during review). What still differs from
+the released files, and why:
 
 - **Randomness.** RoboBEV drew from numpy's global generator in loader order, so its draws cannot be replayed. Here
   every draw comes from a generator seeded by a stable hash of (seed, corruption, severity, sample key, camera): the
@@ -183,10 +185,11 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
 
 
 def _brightness(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
-    # imagecorruptions: the HSV value + c, clipped; hue and saturation kept.
-    hsv = _rgb_to_hsv(image / 255.0)
+    # imagecorruptions: the HSV value + c, clipped; hue and saturation kept. Computed in the BGR order RoboBEV's
+    # arrays had: the round trip is the same function in any channel order, but its float rounding is not.
+    hsv = _rgb_to_hsv(image[..., ::-1] / 255.0)
     hsv[..., 2] = np.clip(hsv[..., 2] + _BRIGHTNESS[level], 0.0, 1.0)
-    return np.clip(_hsv_to_rgb(hsv), 0.0, 1.0) * 255.0
+    return (np.clip(_hsv_to_rgb(hsv), 0.0, 1.0) * 255.0)[..., ::-1]
 
 
 def _color_quant(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
@@ -212,8 +215,10 @@ def _line_blur(x: np.ndarray, radius: int, sigma: float, angle_deg: float) -> np
     along the direction ``angle_deg`` by one more pixel per tap, weighted by a one-sided Gaussian of ``sigma``; the
     shifts replicate the border."""
     width = 2 * radius + 1
-    weights = np.exp(-(np.arange(width) ** 2) / (2.0 * sigma**2))
-    weights /= weights.sum()
+    # The Gaussian density, then normalised: dividing by sqrt(2 pi) sigma first changes the float sum by one ulp,
+    # enough to move a flat 255 to 254 after the truncating cast; this order is the definition's, bit for bit.
+    density = np.exp(-(np.arange(width) ** 2) / (2.0 * sigma**2)) / (np.sqrt(2.0 * np.pi) * sigma)
+    weights = density / density.sum()
     # The end point of the line, width pixels away, and the per-tap shift rounded as the definition rounds it.
     end_y, end_x = width * np.sin(np.deg2rad(angle_deg)), width * np.cos(np.deg2rad(angle_deg))
     length = math.hypot(end_y, end_x)
@@ -299,7 +304,9 @@ def _snow(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray
     flakes = _line_blur(np.clip(flakes, 0.0, 1.0), radius, sigma, rng.uniform(-135.0, -45.0))
     flakes = (np.round(flakes * 255.0).astype(np.uint8) / 255.0)[:rows, :cols, None]
     # The released set ran on BGR arrays: cv2's RGB2GRAY weights fell on (B, G, R).
-    grey = 0.299 * x[..., 2:3] + 0.587 * x[..., 1:2] + 0.114 * x[..., 0:1]
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(x[..., ::-1]), cv2.COLOR_RGB2GRAY)[..., None]
     whitened = keep * x + (1.0 - keep) * np.maximum(x, grey * 1.5 + 0.5)
     return np.clip(whitened + flakes + np.rot90(flakes, k=2), 0.0, 1.0) * 255.0
 
@@ -364,7 +371,11 @@ def resilience(
     scores: Mapping[tuple[str, int], float], clean: float
 ) -> tuple[dict[str, float], float]:
     """RoboBEV's resilience: ``RR[c] = mean over the severities of c / clean`` per corruption present in ``scores``
-    ((corruption, severity) -> metric), and ``mRR`` = the mean RR over those corruptions. NaN when ``clean`` is 0."""
+    ((corruption, severity) -> metric), and ``mRR`` = the mean RR over those corruptions.
+
+    The benchmark's RR averages all three severities and its mRR all eight corruptions; over fewer, the numbers are
+    partial (``corruption_table`` marks them). An RR is NaN when ``clean`` is 0 or NaN, or when a score is NaN (a
+    class absent from the evaluated samples); ``mRR`` is the mean of the finite RRs (NaN when there is none)."""
     per_corruption: dict[str, list[float]] = {}
     for (name, severity), value in scores.items():
         check_corruption(name, severity)
@@ -374,17 +385,15 @@ def resilience(
         for name in CORRUPTIONS
         if (values := per_corruption.get(name))
     }
-    mean_rate = sum(rates.values()) / len(rates) if rates else float("nan")
-    return rates, mean_rate
+    finite = [rate for rate in rates.values() if math.isfinite(rate)]
+    return rates, (sum(finite) / len(finite) if finite else float("nan"))
 
 
-def corruption_table(
-    results: Mapping[tuple[str, int], float], *, clean: float | None = None, digits: int = 1, metric: str = "IoU"
-) -> str:
+def corruption_table(results: Mapping[tuple[str, int], float], *, clean: float | None = None, digits: int = 1) -> str:
     """A markdown table of a metric per (corruption, severity): a row per corruption present in ``results``, in
     ``CORRUPTIONS`` order; a column per severity and their mean ("-" where missing); with ``clean``, the clean score
-    and the resilience rate RR (%) per row, and mRR (%) on a last row (over the corruptions present: the benchmark's
-    mRR needs all eight).
+    and the resilience rate RR (%) per row (marked "*" when over fewer than the three severities), and mRR (%) on a
+    last row, naming over how many corruptions with a finite RR (the benchmark's mRR needs all eight).
 
     >>> print(corruption_table({("Fog", 1): 30.0, ("Fog", 2): 25.0, ("Fog", 3): 20.0}, clean=40.0))
     | Corruption | easy (1) | mid (2) | hard (3) | mean | RR (%) |
@@ -402,6 +411,7 @@ def corruption_table(
     blanks = " |" * (len(SEVERITIES) + bool(extra))
     if clean is not None:
         lines.append(f"| Clean | {clean:.{digits}f} |{blanks}")
+    partial = False
     for name in CORRUPTIONS:
         values = [results.get((name, severity)) for severity in SEVERITIES]
         present = [v for v in values if v is not None]
@@ -410,9 +420,14 @@ def corruption_table(
         cells = ["-" if v is None else f"{v:.{digits}f}" for v in values]
         cells.append(f"{sum(present) / len(present):.{digits}f}")
         if clean is not None:
-            cells.append(f"{100.0 * rates[name]:.{digits}f}")
+            mark = "*" if len(present) < len(SEVERITIES) else ""
+            partial |= bool(mark)
+            cells.append(f"{100.0 * rates[name]:.{digits}f}{mark}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if clean is not None and rates:
-        lines.append(f"| mRR ({len(rates)} of {len(CORRUPTIONS)} corruptions) |{' |' * (len(SEVERITIES) + 1)} "
+        counted = sum(math.isfinite(rate) for rate in rates.values())
+        lines.append(f"| mRR ({counted} of {len(CORRUPTIONS)} corruptions) |{' |' * (len(SEVERITIES) + 1)} "
                      f"{100.0 * mean_rate:.{digits}f} |")
+    if partial:
+        lines += ["", "\\* RR over the severities evaluated; the benchmark's averages all three."]
     return "\n".join(lines)

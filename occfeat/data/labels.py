@@ -6,13 +6,16 @@ always agree.
 
 Vehicle label protocols (``LABEL_PROTOCOLS``):
 
-``"lss"`` (the default): the raster every published nuScenes BEV-segmentation number uses (Lift-Splat-Shoot's
-    ``get_binimg``, kept by CVT, Simple-BEV, PointBeV and so OccFeat). Each bottom corner (x, y) becomes the index pair
+``"lss"`` (the default): the raster published nuScenes BEV-segmentation numbers use: Lift-Splat-Shoot's
+    ``get_binimg`` bit for bit (the codebases of Simple-BEV, PointBeV and so OccFeat descend from it), in PointBeV's
+    yaw-only ego frame (LSS rotates by the full ego pose: centimetres apart) with PointBeV's visibility rule (PointBeV
+    fills with ``fillConvexPoly`` on the transposed raster, 1.7 % of vehicle cells apart). Each bottom corner (x, y)
+    becomes the index pair
     ``np.round((p - (x_min, y_min)) / res)`` (``(p - bx + dx / 2) / dx`` with ``bx`` the first cell centre), the
     polygon is filled with ``cv2.fillPoly`` on an image whose rows are x indices and columns y indices (points given
     as (col, row) = (y index, x index)), and the image is flipped on both axes so that forward is up and left is
     left. ``fillPoly`` also paints every cell the outline touches: about 1.36x a car's footprint at 0.5 m, and a
-    quarter-cell shift against the cell centres, both part of the benchmark.
+    half-cell shift (0.25 m forward and left) against the cell centres, both part of the benchmark.
 ``"cell-center"``: a cell is a vehicle when its centre lies inside the footprint (area equal to the footprint's on
     average). Not the benchmark's label: numbers trained or evaluated with it do not compare with the literature.
 

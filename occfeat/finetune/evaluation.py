@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -100,6 +101,8 @@ def evaluate_corruptions(
         for severity in severities:
             check_corruption(name, severity)
     clean = make_dataset(None)
+    # Every dataset first: a released folder that is missing fails now, not after hours of evaluation.
+    datasets = {(name, severity): make_dataset((name, severity)) for name in corruptions for severity in severities}
     results: dict[str, Any] = {"clean": evaluate_model(model, clean, **kwargs)}
     tiles: dict[str, np.ndarray] = {}
     draw = picture_path is not None and dist_utils.is_main()
@@ -107,7 +110,7 @@ def evaluate_corruptions(
         if draw:
             tiles[f"{name}: clean"] = _camera_image(clean, picture_camera)
         for severity in severities:
-            corrupted = make_dataset((name, severity))
+            corrupted = datasets[(name, severity)]
             results[f"{name}/{severity}"] = evaluate_model(model, corrupted, **kwargs)
             if draw:
                 tiles[f"{name} {SEVERITY_NAMES[SEVERITIES.index(severity)]} ({severity})"] = _camera_image(
@@ -117,7 +120,8 @@ def evaluate_corruptions(
     for key in robustness_metrics(results):
         scores = {(name, severity): results[f"{name}/{severity}"][key] for name in corruptions for severity in severities}
         rates, mean_rate = resilience(scores, results["clean"][key])
-        robustness[key] = {"RR": rates, "mRR": mean_rate, "corruptions": len(rates)}
+        robustness[key] = {"RR": rates, "mRR": mean_rate, "corruptions": sum(math.isfinite(r) for r in rates.values()),
+                           "severities": len(severities)}
         percent = {pair: 100.0 * value for pair, value in scores.items()}
         tables.append(f"{key} (%)\n\n" + corruption_table(percent, clean=100.0 * results["clean"][key]))
     results["robustness"] = robustness

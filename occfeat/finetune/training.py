@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data import Augmentation, NuScenesBEV, make_loader, save_subset
+from ..data.labels import check_label_protocol
 from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..errors import ConfigError
 from ..models import BEVModel, list_models
@@ -99,6 +100,7 @@ def finetune(
         freeze_parts: parts kept frozen (BatchNorm statistics too).
     """
     recipe = get_recipe(recipe, **(recipe_overrides or {})) if isinstance(recipe, str) else recipe
+    check_label_protocol(recipe.label_protocol)  # before any download or load
     # Before anything draws: the network (from scratch) and the heads a pretrained load re-initialises are part of
     # the run, so the seed must fix them too (the trainer seeds again, per rank, for the steps).
     seed_everything(seed)

@@ -75,7 +75,7 @@ def _label_protocol_lines(metrics: list[dict[str, Any]]) -> list[str]:
     protocols = sorted({m["label_protocol"] for m in metrics if "label_protocol" in m})
     if not protocols:
         return []
-    literature = " (the literature's `cv2.fillPoly` raster of LSS, CVT, Simple-BEV, PointBeV and OccFeat)"
+    literature = " (LSS's `cv2.fillPoly` raster, which the Simple-BEV, PointBeV and OccFeat numbers descend from)"
     names = ", ".join(f"`{p}`" + (literature if p == "lss" else "") for p in protocols)
     return [f"Vehicle labels: the {names} protocol; `occfeat evaluate` records the protocol it used in `eval.json`.", ""]
 
