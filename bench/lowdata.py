@@ -1,60 +1,74 @@
-"""The low-data comparison behind OccFeat's claim, on a generated world, with several seeds.
+"""The low-data benchmark behind OccFeat's claim, on a generated world (a stand-in for nuScenes), paired over seeds.
 
-The paper: with 1 % of nuScenes' labels, OccFeat > occupancy-only > no pretraining (+13.6 vehicle IoU for BEVFormer).
-Here the same pipeline as ``occfeat demo`` (``occfeat.demo.compare_pretrainings``): per seed, pretrain the tiny
-architecture with OccFeat and with occupancy only, publish both to a loopback Hub, load them by name, fine-tune from
-scratch / occupancy / OccFeat at a low and a high label fraction, evaluate on the held-out scenes. The seed changes
-the pretraining, the labelled subset and the fine-tuning. Prints mean +- std per cell (and writes results.json,
-comparison.png beside it).
+The paper: pretrain on every train frame without labels, fine-tune on 1 % of them; OccFeat > occupancy-only > no
+pretraining (+13.6 vehicle IoU for BEVFormer at 1 %). Here ``occfeat.demo.compare_pretrainings`` with
+``occfeat.demo.BENCHMARK``: a world of 25 scenes x 12 key frames (20 train scenes = the unlabelled pool of 240
+frames; 5 held-out scenes of 3 towns = 60 frames, the same for every run), the tiny SimpleBEV pretrained once per
+initialisation (occupancy only; OccFeat with the stand-in teacher ``synthetic-semantic``, a stand-in for DINOv2 on
+generated worlds; OccFeat with a random-weight ViT-S/14 teacher), then fine-tuned from each and from scratch on 2 %
+(5 frames, 5 seeds) and 10 % (24 frames, 3 seeds) of the train split. A seed fixes the labelled subset, the heads
+and the data order, so each seed's runs are paired. Writes ``results.json`` (every run's own numbers and the
+settings), ``table.md`` and ``comparison.png`` to ``--out``.
 
-    python bench/lowdata.py                                   # 3 seeds, about 45 min on 2 CPU cores
-    python bench/lowdata.py --seeds 0 1 2 3 4 --pretrain-steps 600 --out outputs/lowdata-long
+    python bench/lowdata.py --out /tmp/lowdata --save-to bench/lowdata   # about 70 min on 2 CPU cores
+    python bench/lowdata.py --pretrain-steps 800 --out /tmp/lowdata-long   # an ablation: longer pretraining
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from occfeat.demo import ComparisonSettings, compare_pretrainings, markdown_table, plot_comparison
+from occfeat.demo import (BENCHMARK, INIT_LABELS, chart_title, compare_pretrainings, markdown_table, paired_table,
+                          plot_comparison)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="outputs/lowdata")
-    parser.add_argument("--arch", default="simplebev-tiny")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--samples-per-scene", type=int, default=10)
-    parser.add_argument("--pretrain-steps", type=int, default=200)
-    parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 1.0])
-    parser.add_argument("--finetune-steps", nargs="+", type=int, default=[80, 200], help="one per fraction")
-    parser.add_argument("--teacher-weights", default="auto", help="auto | random | DINOv2 as FILE.safetensors")
+    parser.add_argument("--out", default="outputs/lowdata", help="working folder: the world, runs, weights (GBs)")
+    parser.add_argument("--save-to", default=None, help="also copy results.json, table.md and comparison.png here "
+                        "(bench/lowdata is the committed copy)")
+    parser.add_argument("--arch", default=BENCHMARK.arch)
+    parser.add_argument("--scenes", type=int, default=BENCHMARK.scenes)
+    parser.add_argument("--samples-per-scene", type=int, default=BENCHMARK.samples_per_scene)
+    parser.add_argument("--inits", nargs="+", default=list(BENCHMARK.inits), help=f"from {list(INIT_LABELS)}")
+    parser.add_argument("--pretrain-steps", type=int, default=BENCHMARK.pretrain_steps)
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(BENCHMARK.fractions))
+    parser.add_argument("--seeds-per-fraction", nargs="+", type=int, default=list(BENCHMARK.seeds_per_fraction))
+    parser.add_argument("--finetune-epochs", type=float, default=BENCHMARK.finetune_epochs)
+    parser.add_argument("--finetune-min-steps", type=int, default=BENCHMARK.finetune_min_steps)
+    parser.add_argument("--dinov2-weights", default=None, help="a DINOv2 .safetensors (or 'hub'): adds the "
+                        "'occfeat-dinov2' init, OccFeat with its real teacher")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ComparisonSettings(
-        arch=args.arch, scenes=args.scenes, samples_per_scene=args.samples_per_scene,
-        pretrain_steps=args.pretrain_steps, finetune_steps=tuple(args.finetune_steps), fractions=tuple(args.fractions),
-        teacher_weights=args.teacher_weights,
+    inits = [*args.inits, *(["occfeat-dinov2"] if args.dinov2_weights and "occfeat-dinov2" not in args.inits else [])]
+    settings = dataclasses.replace(
+        BENCHMARK, arch=args.arch, scenes=args.scenes, samples_per_scene=args.samples_per_scene, inits=tuple(inits),
+        pretrain_steps=args.pretrain_steps, fractions=tuple(args.fractions),
+        seeds_per_fraction=tuple(args.seeds_per_fraction), finetune_epochs=args.finetune_epochs,
+        finetune_min_steps=args.finetune_min_steps, dinov2_weights=args.dinov2_weights,
     )
     started = time.perf_counter()
-    results = compare_pretrainings(args.out, settings, seeds=args.seeds, progress=False)
-    cells = results["cells"]
-    title = (f"{args.arch}, generated world {args.scenes}x{args.samples_per_scene}, {args.pretrain_steps} pretraining + "
-             f"{'/'.join(map(str, args.finetune_steps))} fine-tuning steps, mean ± std over seeds {args.seeds}")
-    plot_comparison(cells, Path(args.out) / "comparison.png", title)
-    print(markdown_table(cells))
-    for fraction in settings.fractions:
-        row = {c["init"]: c for c in cells if c["fraction"] == fraction}
-        gains = ", ".join(f"{init} {100 * (row[init]['vehicle_iou'] - row['scratch']['vehicle_iou']):+.1f}"
-                          for init in ("occupancy", "occfeat"))
-        print(f"vehicle IoU gain over no pretraining at {fraction:.0%} labels: {gains} (points)")
-    print(f"bench/lowdata.py: {len(results['rows'])} fine-tuning runs, {len(args.seeds)} seeds, "
-          f"{time.perf_counter() - started:.0f} s; {args.out}/results.json")
+    results = compare_pretrainings(args.out, settings, progress=True)
+    out = Path(args.out)
+    plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
+    tables = markdown_table(results["cells"]) + "\n\n" + paired_table(results["paired"]) + "\n"
+    (out / "table.md").write_text(tables)
+    print(tables)
+    if args.save_to:
+        Path(args.save_to).mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "table.md", "comparison.png"):
+            shutil.copy(out / name, Path(args.save_to) / name)
+    split = results["split"]
+    print(f"bench/lowdata.py: {len(results['rows'])} fine-tuning runs, pool {split['pool_samples']} frames "
+          f"({split['pool_to_largest_labelled']:.1f}x the largest labelled subset), {split['val_samples']} held-out "
+          f"frames, {time.perf_counter() - started:.0f} s; {out / 'results.json'}")
 
 
 if __name__ == "__main__":

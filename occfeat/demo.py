@@ -1,22 +1,34 @@
-"""``occfeat demo``: the whole package end to end on the embedded default, a generated world.
+"""``occfeat demo`` and ``bench/lowdata.py``: OccFeat's low-data claim, end to end, on a generated world.
 
-1. ``occfeat.data.synthetic`` writes a nuScenes-format dataroot (the real nuscenes-devkit reads it).
-2. A tiny architecture is pretrained twice without labels: OccFeat, and occupancy only (the paper's ablation).
+The paper: pretrain on every train frame without labels, fine-tune on 1 % of them, and OccFeat beats occupancy-only
+pretraining, which beats no pretraining. The miniature keeps that design:
+
+1. ``occfeat.data.synthetic`` writes a nuScenes-format dataroot (the real nuscenes-devkit reads it) whose train
+   scenes are the unlabelled pretraining pool and whose held-out scenes (several towns) are the evaluation split,
+   fixed for every run. The labelled subsets are nested, seeded fractions of the train split, so the pool is
+   ``1 / fraction`` times the labelled set (10x and more).
+2. The tiny architecture is pretrained without labels once per initialisation: occupancy only (the paper's
+   ablation), OccFeat with the **stand-in teacher** (``synthetic-semantic``: features made from the renderer's
+   class and instance maps, what DINOv2 is to real images; a stand-in, not OccFeat's teacher), and OccFeat with a
+   random-weight ViT-S/14 (what distillation gives without a semantic teacher). DINOv2 itself joins as
+   ``occfeat-dinov2`` where its weights exist (``ComparisonSettings.dinov2_weights``).
 3. Each pretrained network is exported (``save_pretrained``), pushed to a Hub repository served on loopback by
-   ``occfeat.testing.HubServer``, and registered from a user registry file (``registry.json``); ``occfeat.load``
-   then fetches it by name through the zoo (pinned commit, checked sha256), as a user would.
-4. The network is fine-tuned from scratch, from occupancy-only and from OccFeat weights, at a low and a high label
-   fraction, and evaluated on the held-out scenes.
-5. A report folder: ``report.md`` (the table, the load reports), ``comparison.png`` (IoU per pretraining per
-   fraction, like the paper's Figure 1), ``results.json``, BEV prediction pictures and the PCA feature pictures.
+   ``occfeat.testing.HubServer``, registered from a user registry file, and loaded back by name (the zoo path).
+4. Every initialisation is fine-tuned at every fraction with the same seeds: a seed fixes the labelled subset, the
+   fresh heads and the data order, so the differences per seed are paired. Schedules follow the recipe's epochs
+   rule (``schedule_steps``): more labels never get fewer updates. The final weights are evaluated (no model
+   selection on the held-out split).
+5. ``results.json`` (every run's own numbers and the settings), the tables (mean ± std per cell, paired differences
+   with a 95 % t interval over seeds) and a chart.
 
-``compare_pretrainings`` is the same pipeline for ``bench/lowdata.py``, with several seeds and a larger world.
+``run_demo`` is one seed of a smaller comparison, with a report; ``bench/lowdata.py`` runs the benchmark.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import statistics
 import time
@@ -27,57 +39,119 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from .errors import ConfigError
+from .pretrain.teacher import DEFAULT_TEACHER, STAND_IN_TEACHER
 
-INITS = ("scratch", "occupancy", "occfeat")  # how the network starts fine-tuning
-INIT_LABELS = {"scratch": "no pretraining", "occupancy": "occupancy only", "occfeat": "OccFeat"}
+# The pretrainings a fine-tuning run can start from (besides "scratch"): the pretraining mode and teacher of each.
+PRETRAININGS: dict[str, dict[str, str]] = {
+    "occupancy": {"mode": "occupancy"},
+    "occfeat": {"mode": "occfeat", "teacher": STAND_IN_TEACHER},
+    "occfeat-random-teacher": {"mode": "occfeat", "teacher": DEFAULT_TEACHER, "teacher_weights": "random"},
+    "occfeat-dinov2": {"mode": "occfeat", "teacher": DEFAULT_TEACHER},  # weights: ComparisonSettings.dinov2_weights
+}
+INITS = ("scratch", *PRETRAININGS)  # how the network starts fine-tuning
+INIT_LABELS = {
+    "scratch": "no pretraining",
+    "occupancy": "occupancy only",
+    "occfeat": "OccFeat, stand-in teacher",
+    "occfeat-random-teacher": "OccFeat, random-weight teacher",
+    "occfeat-dinov2": "OccFeat, DINOv2 teacher",
+}
+INIT_COLOURS = {"scratch": "#9e9e9e", "occupancy": "#4c8cbf", "occfeat": "#e07b39",
+                "occfeat-random-teacher": "#c9a13b", "occfeat-dinov2": "#7b4ea3"}
+# The paired differences reported: (initialisation, baseline). Together they separate what occupancy pretraining,
+# distillation and the teacher's semantics each contribute.
+COMPARISONS = (
+    ("occupancy", "scratch"),
+    ("occfeat", "scratch"),
+    ("occfeat", "occupancy"),
+    ("occfeat", "occfeat-random-teacher"),
+    ("occfeat-random-teacher", "occupancy"),
+    ("occfeat-dinov2", "occupancy"),
+)
 METRICS = {"vehicle_iou": "vehicle IoU", "map_iou/drivable_area": "drivable-area IoU"}
+STAND_IN_NOTE = (f"`{STAND_IN_TEACHER}` is a stand-in for DINOv2 on generated worlds (features made from the "
+                 "renderer's class and instance maps), not OccFeat's teacher")
 
 
 @dataclass(frozen=True)
 class ComparisonSettings:
-    """One comparison: the world, the architecture, the pretraining and fine-tuning lengths, the label fractions."""
+    """One comparison: the world, the initialisations, the pretraining length, the fractions, seeds and schedule."""
 
     arch: str = "simplebev-tiny"
-    scenes: int = 8
-    samples_per_scene: int = 8
+    scenes: int = 25  # the world's last 20 % of scenes (2 per town) are the held-out split
+    samples_per_scene: int = 12
     world_image_hw: tuple[int, int] = (144, 256)
     world_seed: int = 0
-    pretrain_steps: int = 150
-    fractions: tuple[float, ...] = (0.1, 1.0)
-    # Fine-tuning steps per fraction: more labels get more updates, as in the recipes' schedule rule (a fixed budget
-    # leaves the full set under-trained: 80 steps gave 3.9 vehicle IoU at 100 % of the labels vs. 10.5 at 10 %).
-    finetune_steps: tuple[int, ...] = (60, 150)
+    inits: tuple[str, ...] = ("scratch", "occupancy", "occfeat", "occfeat-random-teacher")
+    pretrain_steps: int = 400
+    fractions: tuple[float, ...] = (0.02, 0.1)  # of the train split, which is also the unlabelled pool
+    seeds_per_fraction: tuple[int, ...] = (5, 3)  # fine-tuning seeds first_seed, first_seed + 1, ... per fraction
+    first_seed: int = 0  # also the pretraining seed
+    # The fine-tuning schedule: the recipe's rule, max(min_steps, ceil(epochs * labelled samples / batch)).
+    finetune_epochs: float = 20.0
+    finetune_min_steps: int = 100
     val_samples: int | None = None  # None: every held-out key frame
-    # "auto": DINOv2 from the Hub when reachable, else random weights (loudly); or "random", or a .safetensors file.
-    teacher_weights: str = "auto"
+    pretrain_val_samples: int | None = 12  # the pretraining's held-out occupancy IoU (a diagnostic only)
+    dinov2_weights: str | None = None  # "hub" | "auto" | a DINOv2 .safetensors, for the "occfeat-dinov2" init
 
     def __post_init__(self) -> None:
-        if len(self.finetune_steps) != len(self.fractions):
-            raise ConfigError(f"ComparisonSettings: finetune_steps {self.finetune_steps} needs one entry per fraction "
-                              f"{self.fractions}.")
+        unknown = [i for i in self.inits if i not in INITS]
+        if unknown or len(set(self.inits)) != len(self.inits) or not self.inits:
+            raise ConfigError(f"ComparisonSettings: inits {self.inits} (unknown {unknown}); choose from {INITS}.")
+        if "occfeat-dinov2" in self.inits and not self.dinov2_weights:
+            raise ConfigError("ComparisonSettings: the 'occfeat-dinov2' init needs dinov2_weights= (a DINOv2 "
+                              ".safetensors file, or 'hub' where huggingface.co is reachable).")
+        if len(self.seeds_per_fraction) != len(self.fractions) or min(self.seeds_per_fraction, default=0) < 1:
+            raise ConfigError(f"ComparisonSettings: seeds_per_fraction {self.seeds_per_fraction} needs one count "
+                              f">= 1 per fraction {self.fractions}.")
+        if list(self.fractions) != sorted(set(self.fractions)) or not all(0 < f <= 1 for f in self.fractions):
+            raise ConfigError(f"ComparisonSettings: fractions {self.fractions} must be increasing, in (0, 1].")
+
+    def seeds(self, fraction: float) -> list[int]:
+        """The fine-tuning seeds at ``fraction``."""
+        count = self.seeds_per_fraction[self.fractions.index(fraction)]
+        return list(range(self.first_seed, self.first_seed + count))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-DEFAULT = ComparisonSettings()
-QUICK = ComparisonSettings(scenes=3, samples_per_scene=4, world_image_hw=(90, 160), pretrain_steps=20,
-                           fractions=(0.25, 1.0), finetune_steps=(12, 20))
+BENCHMARK = ComparisonSettings()  # bench/lowdata.py
+# The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
+DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
+                             pretrain_steps=250, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
+                             finetune_min_steps=80)
+QUICK = ComparisonSettings(scenes=5, samples_per_scene=4, world_image_hw=(90, 160), inits=("scratch", "occupancy", "occfeat"),
+                           pretrain_steps=20, fractions=(0.25, 1.0), seeds_per_fraction=(1, 1), finetune_epochs=2.0,
+                           finetune_min_steps=12, pretrain_val_samples=4)
 
 
 def _world(settings: ComparisonSettings, root: Path, progress: bool) -> Any:
     from .data.synthetic import generate_world
 
+    # semantic_maps: the stand-in teacher's input, side-car files outside the nuScenes tables.
     return generate_world(root, scenes=settings.scenes, samples_per_scene=settings.samples_per_scene,
-                          image_hw=settings.world_image_hw, seed=settings.world_seed, overwrite=True, progress=progress)
+                          image_hw=settings.world_image_hw, seed=settings.world_seed, semantic_maps=True,
+                          overwrite=True, progress=progress)
+
+
+def world_split(world: Any, settings: ComparisonSettings) -> dict[str, Any]:
+    """The pool / labelled / held-out sizes of a comparison (what the design promises, measured on the world)."""
+    pool = len(world.train_scenes) * settings.samples_per_scene
+    labelled = {f"{f:g}": math.ceil(f * pool) for f in settings.fractions}
+    return {"pool_samples": pool, "labelled_samples": labelled, "pool_to_largest_labelled": pool / max(labelled.values()),
+            "val_samples": len(world.val_scenes) * settings.samples_per_scene
+            if settings.val_samples is None else settings.val_samples,
+            "val_scenes": list(world.val_scenes), "train_scenes": len(world.train_scenes), "towns": world.towns}
 
 
 def pretrain_and_publish(
-    world: Any, settings: ComparisonSettings, out: Path, hub: Any, *, seed: int = 0, progress: bool = True
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Pretrain ``settings.arch`` in the "occupancy" and "occfeat" modes, export, push to ``hub`` and register.
+    world: Any, settings: ComparisonSettings, out: Path, hub: Any, *, progress: bool = True
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, Any]]]:
+    """Pretrain ``settings.arch`` for each pretrained init on the unlabelled train split, export, push to ``hub``,
+    register and load back by name.
 
-    Returns ({mode: weight id}, {mode: load report of the network fetched back by name}).
+    Returns ({init: weight id}, {weight id: load report}, {init: the pretraining's record}).
     """
     import occfeat
 
@@ -85,27 +159,38 @@ def pretrain_and_publish(
     from .zoo.publishing import push_to_hub
     from .zoo.registry import register_weights
 
-    ids, reports, entries = {}, {}, {}
-    for mode in ("occupancy", "occfeat"):
-        weight_id = f"{settings.arch}.{mode}-synthetic-s{seed}"
-        run = out / "runs" / f"pretrain-{mode}-s{seed}"
-        pretrain(settings.arch, dataroot=world.dataroot, version=world.version, out_dir=run, recipe="cpu-tiny",
-                 mode=mode, max_steps=settings.pretrain_steps, val_samples=settings.val_samples, seed=seed,
-                 device="cpu", progress=progress, teacher_weights=settings.teacher_weights,
-                 cache_dir=out / "teacher-cache")
+    ids, reports, entries, records = {}, {}, {}, {}
+    seed = settings.first_seed
+    for init in (i for i in settings.inits if i != "scratch"):
+        spec = PRETRAININGS[init]
+        weight_id = f"{settings.arch}.{init}-synthetic-s{seed}"
+        run = out / "runs" / f"pretrain-{init}-s{seed}"
+        overrides: dict[str, Any] = {"eval_every": 0}  # the held-out occupancy IoU at the end only
+        if "teacher" in spec:
+            overrides["teacher"] = spec["teacher"]
+        weights = settings.dinov2_weights if init == "occfeat-dinov2" else spec.get("teacher_weights")
+        started = time.perf_counter()
+        result = pretrain(settings.arch, dataroot=world.dataroot, version=world.version, out_dir=run, recipe="cpu-tiny",
+                          mode=spec["mode"], max_steps=settings.pretrain_steps, val_samples=settings.pretrain_val_samples,
+                          seed=seed, device="cpu", progress=progress, teacher_weights=weights,
+                          cache_dir=out / "teacher-cache", recipe_overrides=overrides)
+        info = json.loads((run / "run.json").read_text())
+        records[init] = {"run": str(run), "mode": spec["mode"], "samples": info["samples"], "steps": info["steps"],
+                         "teacher": info["teacher"], "teacher_role": info["teacher_role"],
+                         "seconds": time.perf_counter() - started, "metrics": result.metrics}
         folder = out / "weights" / weight_id
         export_pretrain_run(run, folder, weight_id=weight_id)
         pushed = push_to_hub(folder, f"occfeat-demo/{weight_id}", endpoint=hub.endpoint, token="occfeat-demo",
                              print_entry=False)
         entries[weight_id] = {**pushed["registry_entry"], "aliases": [], "dataset": f"generated world {world.dataroot}"}
-        ids[mode] = weight_id
+        ids[init] = weight_id
     registry = out / "registry.json"  # what a user keeps beside their code, or points OCCFEAT_REGISTRY at
     registry.write_text(json.dumps({"schema": 1, "weights": entries}, indent=2) + "\n")
     register_weights(registry)
-    for mode, weight_id in ids.items():
+    for weight_id in ids.values():
         model = occfeat.load(weight_id, endpoint=hub.endpoint, cache_dir=out / "hf-cache")
-        reports[mode] = str(model.load_report)
-    return ids, reports
+        reports[weight_id] = str(model.load_report)
+    return ids, reports, records
 
 
 def finetune_grid(
@@ -114,35 +199,34 @@ def finetune_grid(
     out: Path,
     starts: dict[str, str],
     *,
-    seeds: Sequence[int] = (0,),
     load_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Fine-tune from each start ({init: architecture or weight id}) at each fraction and seed; one row per run."""
-    from .finetune.recipes import get_recipe
     from .finetune.training import finetune
 
-    label_protocol = get_recipe("cpu-tiny").label_protocol
+    overrides = {"epochs": settings.finetune_epochs, "min_steps": settings.finetune_min_steps, "eval_every": 0}
     rows = []
-    runs = [(seed, fraction, steps, init) for seed in seeds
-            for fraction, steps in zip(settings.fractions, settings.finetune_steps) for init in starts]
-    for seed, fraction, steps, init in tqdm(runs, desc="fine-tune grid", unit="run", disable=not progress):
+    runs = [(fraction, seed, init) for fraction in settings.fractions for seed in settings.seeds(fraction)
+            for init in settings.inits]
+    for fraction, seed, init in tqdm(runs, desc="fine-tune grid", unit="run", disable=not progress):
         started = time.perf_counter()
         result = finetune(
-            starts[init], dataroot=world.dataroot, version=world.version, out_dir=out / "runs" / f"finetune-{init}-{fraction:g}-s{seed}",
-            fraction=fraction, recipe="cpu-tiny", max_steps=steps, val_samples=settings.val_samples,
-            device="cpu", seed=seed, progress=False,
+            starts[init], dataroot=world.dataroot, version=world.version,
+            out_dir=out / "runs" / f"finetune-{init}-{fraction:g}-s{seed}", fraction=fraction, recipe="cpu-tiny",
+            val_samples=settings.val_samples, device="cpu", seed=seed, progress=False, recipe_overrides=overrides,
             load_kwargs=None if init == "scratch" else load_kwargs,
         )
-        rows.append({"init": init, "fraction": fraction, "seed": seed, "train_samples": result.train_samples, "steps": steps,
-                     "label_protocol": label_protocol,
-                     "seconds": time.perf_counter() - started, "run": str(result.run_dir),
-                     **{k: result.metrics[k] for k in METRICS}})
+        info = json.loads((result.run_dir / "run.json").read_text())
+        rows.append({"init": init, "fraction": fraction, "seed": seed, "train_samples": result.train_samples,
+                     "steps": result.steps, "epochs": result.steps * info["recipe"]["batch_size"] / result.train_samples,
+                     "label_protocol": info["label_protocol"], "seconds": time.perf_counter() - started,
+                     "run": str(result.run_dir), **{k: result.metrics[k] for k in METRICS}})
     return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over seeds) of every metric per (fraction, init) cell."""
+    """Mean and sample standard deviation (over seeds) of every metric per (fraction, init) cell."""
     cells = []
     for fraction in sorted({r["fraction"] for r in rows}):
         for init in INITS:
@@ -159,48 +243,99 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return cells
 
 
+def paired_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per fraction and comparison (``COMPARISONS``), the per-seed differences init - baseline of every metric, their
+    mean, standard deviation and 95 % t interval, and whether the interval excludes zero (``resolved``)."""
+    from scipy import stats
+
+    by_key = {(r["fraction"], r["init"], r["seed"]): r for r in rows}
+    found = []
+    for fraction in sorted({r["fraction"] for r in rows}):
+        for init, baseline in COMPARISONS:
+            seeds = sorted(s for (f, i, s) in by_key if f == fraction and i == init and (f, baseline, s) in by_key)
+            if not seeds:
+                continue
+            entry: dict[str, Any] = {"fraction": fraction, "init": init, "baseline": baseline, "seeds": seeds}
+            for key in METRICS:
+                diffs = [by_key[(fraction, init, s)][key] - by_key[(fraction, baseline, s)][key] for s in seeds]
+                mean, n = statistics.fmean(diffs), len(diffs)
+                std = statistics.stdev(diffs) if n > 1 else None  # one seed: no spread (JSON null, not NaN)
+                half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if std is not None else None
+                entry[key] = {"per_seed": diffs, "mean": mean, "std": std,
+                              "ci95": [mean - half, mean + half] if half is not None else None,
+                              "better_on": sum(d > 0 for d in diffs),
+                              "resolved": bool(half is not None and abs(mean) > half)}
+            found.append(entry)
+    return found
+
+
+def _percent(value: float | None, signed: bool = False) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
 def markdown_table(cells: list[dict[str, Any]]) -> str:
     """The comparison as a markdown table (IoU in %, mean ± std over seeds when there are several)."""
-    several = any(c["seeds"] > 1 for c in cells)
-    lines = ["| labels | fine-tuning steps | pretraining | " + " | ".join(METRICS.values()) + " |",
-             "| --- | ---: | --- |" + " ---: |" * len(METRICS)]
+    lines = ["| labels | fine-tuning steps | seeds | pretraining | " + " | ".join(METRICS.values()) + " |",
+             "| --- | ---: | ---: | --- |" + " ---: |" * len(METRICS)]
     for c in cells:
-        values = [f"{100 * c[k]:.1f}" + (f" ± {100 * c[k + '_std']:.1f}" if several else "") for k in METRICS]
-        lines.append(f"| {c['fraction']:.0%} ({c['train_samples']} samples) | {c['steps']} | {INIT_LABELS[c['init']]} | "
-                     + " | ".join(values) + " |")
+        values = [_percent(c[k]) + (f" ± {_percent(c[k + '_std'])}" if c["seeds"] > 1 else "") for k in METRICS]
+        lines.append(f"| {c['fraction']:.0%} ({c['train_samples']} samples) | {c['steps']} | {c['seeds']} | "
+                     f"{INIT_LABELS[c['init']]} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
-def plot_comparison(cells: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Grouped bars, one panel per metric: x = label fraction, one bar per pretraining, error bars over seeds."""
+def paired_table(paired: list[dict[str, Any]]) -> str:
+    """The paired differences as a markdown table (points of IoU; per seed, mean ± std, 95 % interval)."""
+    lines = ["| labels | difference | metric | per seed | mean ± std | 95 % interval | better on | beyond seed noise |",
+             "| --- | --- | --- | --- | ---: | --- | ---: | --- |"]
+    for p in paired:
+        for key, label in METRICS.items():
+            d = p[key]
+            per_seed = " / ".join(_percent(v, signed=True) for v in d["per_seed"])
+            interval = "n/a" if d["ci95"] is None else f"[{_percent(d['ci95'][0], True)}, {_percent(d['ci95'][1], True)}]"
+            lines.append(f"| {p['fraction']:.0%} | {INIT_LABELS[p['init']]} − {INIT_LABELS[p['baseline']]} | {label} | "
+                         f"{per_seed} | {_percent(d['mean'], True)} ± {_percent(d['std'])} | {interval} | "
+                         f"{d['better_on']}/{len(d['per_seed'])} | {'**yes**' if d['resolved'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Grouped bars, one panel per metric: x = label fraction, one bar per initialisation (mean, error bar = std over
+    seeds) with each seed's run as a dot, so that the pairing and the spread are both visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cells = summarise(rows)
     fractions = sorted({c["fraction"] for c in cells})
-    colours = {"scratch": "#9e9e9e", "occupancy": "#4c8cbf", "occfeat": "#e07b39"}
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(5.2 * len(METRICS), 4.2), squeeze=False)
-    width = 0.8 / len(INITS)
+    inits = [i for i in INITS if any(c["init"] == i for c in cells)]
+    figure, axes = plt.subplots(1, len(METRICS), figsize=(5.6 * len(METRICS), 4.4), squeeze=False)
+    width = 0.8 / len(inits)
     for axis, (key, label) in zip(axes[0], METRICS.items()):
-        for i, init in enumerate(INITS):
-            group = [next((c for c in cells if c["fraction"] == f and c["init"] == init), None) for f in fractions]
-            xs = [j + (i - (len(INITS) - 1) / 2) * width for j in range(len(fractions))]
-            heights = [100 * c[key] if c else 0.0 for c in group]
-            errors = [100 * c[key + "_std"] if c else 0.0 for c in group]
-            axis.bar(xs, heights, width, yerr=errors if any(errors) else None, capsize=3, color=colours[init],
-                     label=INIT_LABELS[init], error_kw={"elinewidth": 1, "alpha": 0.7})
-            for x, height, error in zip(xs, heights, errors):  # the value above its error bar, never under it
-                axis.text(x, height + error, f"{height:.1f}", ha="center", va="bottom", fontsize=8)
+        for i, init in enumerate(inits):
+            for j, fraction in enumerate(fractions):
+                cell = next((c for c in cells if c["fraction"] == fraction and c["init"] == init), None)
+                if cell is None:
+                    continue
+                x = j + (i - (len(inits) - 1) / 2) * width
+                height, error = 100 * cell[key], 100 * cell[key + "_std"]
+                axis.bar(x, height, width, yerr=error if cell["seeds"] > 1 else None, capsize=3,
+                         color=INIT_COLOURS[init], label=INIT_LABELS[init] if j == 0 else None,
+                         error_kw={"elinewidth": 1, "alpha": 0.7})
+                values = [100 * r[key] for r in rows if r["fraction"] == fraction and r["init"] == init]
+                if len(values) > 1:
+                    axis.scatter([x] * len(values), values, s=9, color="black", zorder=3, alpha=0.6)
+                axis.text(x, max([height + error, *values]), f"{height:.1f}", ha="center", va="bottom", fontsize=7)
         samples = {c["fraction"]: c["train_samples"] for c in cells}
         axis.set_xticks(range(len(fractions)), [f"{f:.0%} of labels\n({samples[f]} samples)" for f in fractions])
         axis.set_ylabel(f"{label} (%)")
         axis.set_title(label)
-        axis.set_ylim(0, max(5.0, 1.25 * max(100 * c[key] + 100 * c[key + "_std"] for c in cells)))
+        axis.set_ylim(0, max(5.0, 1.2 * max(100 * r[key] for r in rows)))
         axis.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(INITS), fontsize=9, frameon=False)
-    figure.suptitle(title, fontsize=10)
+    figure.legend(handles, labels, loc="lower center", ncol=len(inits), fontsize=8, frameon=False)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -208,14 +343,22 @@ def plot_comparison(cells: list[dict[str, Any]], path: Path, title: str) -> Path
     return path
 
 
+def chart_title(settings: ComparisonSettings, results: dict[str, Any]) -> str:
+    """The chart's title: what was run, on what, and that the teacher is a stand-in."""
+    split = results["split"]
+    teacher = " (OccFeat with the stand-in teacher for DINOv2 on generated worlds)" if "occfeat" in settings.inits else ""
+    return (f"{settings.arch} on a generated world (a stand-in for nuScenes): {split['pool_samples']} unlabelled train "
+            f"frames, {split['val_samples']} held-out frames; {settings.pretrain_steps} pretraining steps{teacher}; "
+            f"mean ± std over fine-tuning seeds, dots = seeds")
+
+
 def compare_pretrainings(
     out_dir: str | Path,
-    settings: ComparisonSettings = DEFAULT,
+    settings: ComparisonSettings = BENCHMARK,
     *,
-    seeds: Sequence[int] = (0,),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate the world, pretrain (once per seed and mode), publish, fine-tune the grid, and summarise."""
+    """Generate the world, pretrain each init once, publish, fine-tune the grid, summarise; writes results.json."""
     from .models import get_model_config
     from .testing import HubServer
     from .zoo.registry import REGISTRY
@@ -225,23 +368,38 @@ def compare_pretrainings(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     world = _world(settings, out / "world", progress)
-    rows, load_reports = [], {}
+    split = world_split(world, settings)
     with HubServer() as hub:
         try:
-            for seed in seeds:
-                ids, reports = pretrain_and_publish(world, settings, out, hub, seed=seed, progress=progress)
-                load_reports.update({ids[m]: r for m, r in reports.items()})
-                starts = {"scratch": settings.arch, **ids}
-                rows += finetune_grid(world, settings, out, starts, seeds=(seed,), progress=progress,
-                                      load_kwargs=dict(endpoint=hub.endpoint, cache_dir=out / "hf-cache"))
+            ids, load_reports, pretrainings = pretrain_and_publish(world, settings, out, hub, progress=progress)
+            rows = finetune_grid(world, settings, out, {"scratch": settings.arch, **ids}, progress=progress,
+                                 load_kwargs=dict(endpoint=hub.endpoint, cache_dir=out / "hf-cache"))
         finally:
             REGISTRY.reset()  # the demo's entries were for its own loopback Hub
-    cells = summarise(rows)
-    results = {"settings": settings.to_dict(), "seeds": list(seeds), "world": str(world.dataroot), "rows": rows,
-               "label_protocol": sorted({r["label_protocol"] for r in rows}),
-               "cells": cells, "load_reports": load_reports, "seconds": time.perf_counter() - started}
+    results = {"settings": settings.to_dict(), "world": str(world.dataroot), "split": split,
+               "stand_in": {"world": "a procedural nuScenes-format world, not nuScenes", "teacher": STAND_IN_NOTE},
+               "label_protocol": sorted({r["label_protocol"] for r in rows}), "pretrainings": pretrainings,
+               "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
+               "load_reports": load_reports, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+# The benchmark's committed results, read by the demo's report for the seed spread of each difference.
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "lowdata" / "results.json"
+
+
+def seed_spread(reference: dict[str, Any] | None, paired: dict[str, Any], fractions: Sequence[float]) -> float | None:
+    """The benchmark's standard deviation over seeds of the same paired difference (vehicle IoU) at the fraction of
+    the same rank (lowest with lowest, highest with highest): what one seed's difference must be compared with."""
+    if not reference:
+        return None
+    theirs = sorted({p["fraction"] for p in reference["paired"]})
+    rank = list(fractions).index(paired["fraction"])
+    fraction = theirs[0] if rank == 0 else theirs[-1]
+    match = next((p for p in reference["paired"] if p["fraction"] == fraction and p["init"] == paired["init"]
+                  and p["baseline"] == paired["baseline"]), None)
+    return match["vehicle_iou"]["std"] if match else None
 
 
 def run_demo(
@@ -251,18 +409,17 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     settings: ComparisonSettings | None = None,
+    reference: str | Path | None = None,
 ) -> Path:
     """The main job (see the module docstring); returns the report folder. ``settings`` overrides the default (or
-    ``quick``) sizes."""
-    settings = settings or (QUICK if quick else DEFAULT)
+    ``quick``) sizes; ``reference``: a benchmark ``results.json`` for the seed spread (default: the committed one,
+    when this is a source checkout)."""
+    settings = dataclasses.replace(settings or (QUICK if quick else DEFAULT), first_seed=seed)
     out = Path(out_dir)
     if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not an occfeat demo folder: choose another --out.")
-    results = compare_pretrainings(out, settings, seeds=(seed,), progress=progress)
-    cells = results["cells"]
-    title = (f"{settings.arch} on a generated world, {settings.pretrain_steps} pretraining steps, fine-tuning steps "
-             f"{'/'.join(map(str, settings.finetune_steps))} (CPU); random-weight teacher unless DINOv2 was reachable")
-    plot_comparison(cells, out / "comparison.png", title)
+    results = compare_pretrainings(out, settings, progress=progress)
+    plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
     pictures = out / "pictures"
     pictures.mkdir(exist_ok=True)
     for name in ("pca-bev.png", "pca-cameras-A.png", "occupancy-0.png"):
@@ -270,11 +427,14 @@ def run_demo(
         if source.is_file():
             shutil.copy(source, pictures / f"pretrain-{name}")
     low = min(settings.fractions)
-    for init in INITS:
+    for init in settings.inits:
         source = out / "runs" / f"finetune-{init}-{low:g}-s{seed}" / "pictures" / "prediction-00.png"
         if source.is_file():
             shutil.copy(source, pictures / f"prediction-{init}-{low:g}.png")
-    _write_report(out, settings, results)
+    reference_path = Path(reference) if reference else BENCHMARK_RESULTS
+    benchmark = json.loads(reference_path.read_text()) if reference_path.is_file() else None
+    _write_report(out, settings, results, benchmark, reference_path)
+    cells = results["cells"]
     best = {f: max((c for c in cells if c["fraction"] == f), key=lambda c: c["vehicle_iou"]) for f in settings.fractions}
     print(f"occfeat demo: {len(results['rows'])} fine-tuning runs in {results['seconds']:.0f} s; best vehicle IoU "
           + ", ".join(f"{f:.0%} labels: {INIT_LABELS[c['init']]} {100 * c['vehicle_iou']:.1f}" for f, c in best.items())
@@ -282,22 +442,58 @@ def run_demo(
     return out
 
 
-def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, Any]) -> None:
+def _verdicts(results: dict[str, Any], settings: ComparisonSettings, benchmark: dict[str, Any] | None) -> list[str]:
+    """One plain sentence per paired difference of vehicle IoU: does it exceed the benchmark's seed spread?"""
+    lines = []
+    for paired in results["paired"]:
+        difference = paired["vehicle_iou"]["mean"]
+        spread = seed_spread(benchmark, paired, settings.fractions)
+        name = f"{INIT_LABELS[paired['init']]} − {INIT_LABELS[paired['baseline']]} at {paired['fraction']:.0%} of the labels"
+        if spread is None:
+            verdict = "no benchmark spread to compare it with (run `python bench/lowdata.py`)"
+        elif abs(difference) > 2 * spread:
+            verdict = (f"**exceeds** twice the benchmark's seed-to-seed standard deviation of this difference "
+                       f"({100 * spread:.1f} points)")
+        else:
+            verdict = (f"within twice the benchmark's seed-to-seed standard deviation of this difference "
+                       f"({100 * spread:.1f} points): one seed cannot tell it from noise")
+        lines.append(f"- {name}: {100 * difference:+.1f} vehicle IoU points, {verdict}.")
+    return lines
+
+
+def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, Any], benchmark: dict[str, Any] | None,
+                  reference_path: Path) -> None:
     pictures = sorted(p.name for p in (out / "pictures").glob("*.png"))
+    split = results["split"]
+    labelled = ", ".join(f"{float(f):.0%}: {n}" for f, n in split["labelled_samples"].items())
     lines = [
         "# occfeat demo",
         "",
-        f"{settings.arch} on a generated world of {settings.scenes} scenes x {settings.samples_per_scene} key frames "
-        f"({results['world']}); pretraining {settings.pretrain_steps} steps, fine-tuning "
-        f"{'/'.join(map(str, settings.finetune_steps))} steps at {'/'.join(f'{f:.0%}' for f in settings.fractions)} of the "
-        f"labels, recipe `cpu-tiny`, on the CPU. Every number below comes from this run "
-        f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder. Vehicle labels: the "
-        f"{', '.join(f'`{p}`' for p in results['label_protocol'])} protocol (`lss` is the literature's "
-        "`cv2.fillPoly` raster: the IoUs are computed as published ones are, on a procedural stand-in for nuScenes).",
+        f"{settings.arch} on a **generated world** (a procedural stand-in for nuScenes, read by the real nuscenes-devkit; "
+        f"{results['world']}): {split['train_scenes']} train scenes = the unlabelled pretraining pool of "
+        f"{split['pool_samples']} key frames ({split['pool_to_largest_labelled']:.1f}x the largest labelled subset; "
+        f"labelled samples {labelled}); held-out split {split['val_samples']} key frames of "
+        f"{len(split['val_scenes'])} scenes. Pretraining {settings.pretrain_steps} steps per initialisation; fine-tuning "
+        f"by the recipe's epochs rule ({settings.finetune_epochs:g} epochs, at least {settings.finetune_min_steps} steps), "
+        f"recipe `cpu-tiny`, CPU, seed {settings.first_seed}. Every number below comes from this run "
+        f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder.",
+        "",
+        f"The teacher: {STAND_IN_NOTE}. Its numbers say whether the pipeline turns a semantic teacher into better "
+        "fine-tuning, not what OccFeat with DINOv2 gives on nuScenes. Vehicle labels: the "
+        f"{', '.join(f'`{p}`' for p in results['label_protocol'])} protocol (`lss` is the literature's `cv2.fillPoly` "
+        "raster: IoUs computed as published ones are).",
         "",
         "![comparison](comparison.png)",
         "",
         markdown_table(results["cells"]),
+        "",
+        "## Which differences exceed the seed spread",
+        "",
+        "This demo is one seed. A difference between two initialisations of one seed is noise unless it is larger than "
+        "the spread that difference shows from seed to seed; the benchmark measured that spread "
+        + (f"(`{reference_path}`, {len(benchmark['rows'])} runs)" if benchmark else "(not found here)") + ":",
+        "",
+        *_verdicts(results, settings, benchmark),
         "",
         "## The zoo path",
         "",
@@ -310,9 +506,8 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         "",
         *[f"- [`pictures/{name}`](pictures/{name})" for name in pictures],
         "",
-        "The teacher is DINOv2 ViT-S/14 when its weights could be fetched, random weights otherwise (each pretraining",
-        "run's `run.json`, key `teacher.weights`, says which). This is one seed: `bench/lowdata.py` runs the same",
-        "comparison on a larger world with several seeds and reports mean ± std.",
+        "`bench/lowdata.py` runs the same comparison with more frames, more seeds (paired per seed) and the random-teacher "
+        "control; `bench/RESULTS.md` has its table and analysis.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))

@@ -3,44 +3,116 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from PIL import Image
 
 from occfeat.cli import main
-from occfeat.demo import ComparisonSettings, run_demo
+from occfeat.demo import BENCHMARK, DEFAULT, QUICK, ComparisonSettings, paired_differences, run_demo, seed_spread
 from occfeat.errors import ConfigError
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")]
-TINY = ComparisonSettings(scenes=2, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
-                          fractions=(0.5, 1.0), finetune_steps=(2, 3), val_samples=2,
-                          teacher_weights="random")  # "auto" would probe huggingface.co: tests stay on loopback
+# Every initialisation, the random-weight teacher included (random: tests never probe huggingface.co).
+TINY = ComparisonSettings(scenes=3, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
+                          inits=("scratch", "occupancy", "occfeat", "occfeat-random-teacher"),
+                          fractions=(0.5, 1.0), seeds_per_fraction=(2, 1), finetune_epochs=1.0, finetune_min_steps=2,
+                          val_samples=2, pretrain_val_samples=2)
 
 
 def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys):
-    out = run_demo(tmp_path / "demo", settings=TINY, progress=False)
-    assert "occfeat demo: 6 fine-tuning runs" in capsys.readouterr().out
+    out = run_demo(tmp_path / "demo", settings=TINY, progress=False, reference=tmp_path / "no-benchmark.json")
+    assert "occfeat demo: 12 fine-tuning runs" in capsys.readouterr().out  # 4 inits x (2 seeds at 50 % + 1 at 100 %)
     results = json.loads((out / "results.json").read_text())
-    assert len(results["rows"]) == 6 and {r["init"] for r in results["rows"]} == {"scratch", "occupancy", "occfeat"}
+    assert {(r["init"], r["fraction"], r["seed"]) for r in results["rows"]} == {
+        (i, f, s) for i in TINY.inits for f, seeds in ((0.5, (0, 1)), (1.0, (0,))) for s in seeds}
     report = (out / "report.md").read_text()
     for row in results["rows"]:  # each figure is what that run's own evaluation wrote
-        evaluation = json.loads((out / "runs" / row["run"].split("/runs/")[-1] / "eval.json").read_text())
+        folder = out / "runs" / row["run"].split("/runs/")[-1]
+        evaluation = json.loads((folder / "eval.json").read_text())
         assert row["vehicle_iou"] == evaluation["metrics"]["vehicle_iou"]
-        cell = next(c for c in results["cells"] if c["init"] == row["init"] and c["fraction"] == row["fraction"])
-        assert cell["vehicle_iou"] == row["vehicle_iou"]  # one seed: the cell is the run
-        assert f"| {100 * row['vehicle_iou']:.1f} |" in report
-        run = json.loads((out / "runs" / row["run"].split("/runs/")[-1] / "run.json").read_text())
-        assert run["steps"] == row["steps"]
+        run = json.loads((folder / "run.json").read_text())
+        assert run["steps"] == row["steps"] and run["seed"] == row["seed"]
         assert run["label_protocol"] == evaluation["label_protocol"] == row["label_protocol"] == "lss"
+        subset = json.loads((folder / "subset.json").read_text())
+        assert len(subset) == row["train_samples"]
+        if row["fraction"] == 1.0:
+            cell = next(c for c in results["cells"] if c["init"] == row["init"] and c["fraction"] == 1.0)
+            assert cell["vehicle_iou"] == row["vehicle_iou"]  # one seed: the cell is the run
+            assert f"| {100 * row['vehicle_iou']:.1f} |" in report
+    # Paired: one seed's initialisations share its labelled subset; the seeds draw different subsets.
+    subsets = {(r["init"], r["seed"]): json.loads((out / "runs" / r["run"].split("/runs/")[-1] / "subset.json").read_text())
+               for r in results["rows"] if r["fraction"] == 0.5}
+    assert all(subsets[(i, s)] == subsets[("scratch", s)] for i, s in subsets)
+    assert subsets[("scratch", 0)] != subsets[("scratch", 1)]
+    split = results["split"]
+    assert split["pool_samples"] == 6 and split["val_samples"] == 2 and split["labelled_samples"] == {"0.5": 3, "1": 6}
     assert results["label_protocol"] == ["lss"] and "Vehicle labels: the `lss` protocol" in report
-    # The zoo path: both pretrained networks came back by name from the loopback Hub with clean reports.
-    assert len(results["load_reports"]) == 2
+    # The stand-in teacher is named as one in the run records, the report and the exported weights' cards.
+    assert "stand-in for DINOv2" in results["pretrainings"]["occfeat"]["teacher_role"]
+    assert results["pretrainings"]["occfeat-random-teacher"]["teacher"]["weights"].startswith("random")
+    assert "stand-in for DINOv2 on generated worlds" in report and "no benchmark spread" in report
+    card = (out / "weights" / "simplebev-tiny.occfeat-synthetic-s0" / "README.md").read_text()
+    assert "stand-in for DINOv2 on generated worlds" in card
+    # The zoo path: the pretrained networks came back by name from the loopback Hub with clean reports.
+    assert len(results["load_reports"]) == 3
     assert all("missing 0, unexpected 0, shape mismatches 0" in r for r in results["load_reports"].values())
     registry = json.loads((out / "registry.json").read_text())
     assert all(entry["hub"]["commit"] and entry["files"] for entry in registry["weights"].values())
     with Image.open(out / "comparison.png") as chart:
         assert chart.width > 600 and len(chart.convert("L").getcolors(maxcolors=1 << 16) or []) > 10
     assert {p.name for p in (out / "pictures").glob("*.png")} >= {"pretrain-pca-bev.png", "prediction-occfeat-0.5.png"}
+
+
+def test_paired_differences_match_scipys_paired_t_test():
+    from scipy import stats
+
+    scratch, occupancy = [0.10, 0.14, 0.08, 0.12, 0.11], [0.15, 0.16, 0.13, 0.12, 0.18]
+    rows = [{"fraction": 0.02, "init": init, "seed": seed, "vehicle_iou": value, "map_iou/drivable_area": 0.5}
+            for init, values in (("scratch", scratch), ("occupancy", occupancy)) for seed, value in enumerate(values)]
+    rows.append({"fraction": 0.02, "init": "occfeat", "seed": 9, "vehicle_iou": 0.3, "map_iou/drivable_area": 0.5})
+    (paired,) = paired_differences(rows)  # occfeat has no seed in common with a baseline: no comparison
+    assert (paired["init"], paired["baseline"], paired["seeds"]) == ("occupancy", "scratch", [0, 1, 2, 3, 4])
+    vehicle = paired["vehicle_iou"]
+    reference = stats.ttest_rel(occupancy, scratch)
+    low, high = reference.confidence_interval(0.95)
+    assert vehicle["ci95"] == pytest.approx([low, high]) and vehicle["mean"] == pytest.approx(0.038)
+    assert vehicle["better_on"] == 4 and reference.pvalue < 0.05 and vehicle["resolved"] is True
+    assert paired["map_iou/drivable_area"]["resolved"] is False and paired["map_iou/drivable_area"]["std"] == 0.0
+
+
+def test_seed_spread_reads_the_benchmark_difference_of_the_same_rank():
+    def entry(fraction, std):
+        return {"fraction": fraction, "init": "occfeat", "baseline": "scratch", "vehicle_iou": {"std": std}}
+
+    benchmark = {"paired": [entry(0.02, 0.04), entry(0.1, 0.02)]}
+    assert seed_spread(benchmark, entry(0.05, None), (0.05, 0.1)) == 0.04
+    assert seed_spread(benchmark, entry(0.1, None), (0.05, 0.1)) == 0.02
+    assert seed_spread(None, entry(0.1, None), (0.05, 0.1)) is None
+
+
+def test_the_designs_promises_hold_for_the_shipped_settings():
+    from occfeat.finetune.recipes import get_recipe, schedule_steps
+
+    for settings in (BENCHMARK, DEFAULT):
+        n_val = max(1, round(0.2 * settings.scenes))
+        pool = (settings.scenes - n_val) * settings.samples_per_scene
+        labelled = [math.ceil(f * pool) for f in settings.fractions]
+        assert pool >= 9.5 * max(labelled)  # the unlabelled pool is ~10x the largest labelled subset
+        recipe = get_recipe("cpu-tiny", epochs=settings.finetune_epochs, min_steps=settings.finetune_min_steps)
+        steps = [schedule_steps(recipe, n) for n in labelled]
+        assert steps == sorted(steps)  # more labels never get fewer updates
+    assert BENCHMARK.seeds_per_fraction[0] >= 5 and n_val_of(BENCHMARK) * BENCHMARK.samples_per_scene >= 60
+    assert {"scratch", "occupancy", "occfeat", "occfeat-random-teacher"} <= set(BENCHMARK.inits)
+    assert QUICK.inits == DEFAULT.inits
+    with pytest.raises(ConfigError, match="dinov2_weights"):
+        ComparisonSettings(inits=("scratch", "occfeat-dinov2"))
+    with pytest.raises(ConfigError, match="seeds_per_fraction"):
+        ComparisonSettings(fractions=(0.1,), seeds_per_fraction=(1, 2))
+
+
+def n_val_of(settings: ComparisonSettings) -> int:
+    return max(1, round(0.2 * settings.scenes))
 
 
 def test_demo_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):

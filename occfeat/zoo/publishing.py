@@ -80,6 +80,26 @@ def _label_protocol_lines(metrics: list[dict[str, Any]]) -> list[str]:
     return [f"Vehicle labels: the {names} protocol; `occfeat evaluate` records the protocol it used in `eval.json`.", ""]
 
 
+def _pretraining_lines(provenance: dict[str, Any]) -> list[str]:
+    """The card's section on how a pretraining run made these weights, naming a stand-in teacher as one."""
+    from ..pretrain.teacher import STAND_IN_TEACHER
+
+    if provenance.get("source") != "occfeat pretrain":
+        return []
+    teacher = provenance.get("teacher") or {}
+    if not teacher:
+        described = "none (occupancy only)"
+    elif teacher.get("name") == STAND_IN_TEACHER:
+        described = (f"`{STAND_IN_TEACHER}`, **a stand-in for DINOv2 on generated worlds** (features made from the "
+                     "renderer's class and instance maps), not OccFeat's teacher: these weights are a miniature's, "
+                     "not OccFeat's")
+    else:
+        described = f"`{teacher.get('name')}` (weights: {teacher.get('weights')})"
+    return ["## Pretraining", "", f"- Mode `{provenance.get('mode')}`, {provenance.get('steps')} steps on "
+            f"{provenance.get('samples')} samples of {provenance.get('dataset')}; labels read: no.",
+            f"- Teacher: {described}.", ""]
+
+
 def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -135,6 +155,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
             "NUSCENES_C` on RoboBEV's released nuScenes-C (IoU per corruption and severity, RR and mRR).",
             "",
         ]
+    lines += _pretraining_lines((document or {}).get("provenance") or {})
     lines += [
         "## Limitations",
         "",
