@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast bench clean
 
 venv: $(VENV)/.installed
 
@@ -17,7 +17,11 @@ demo: venv
 	$(BIN)/occfeat demo
 
 test: venv
+	$(BIN)/ruff check occfeat tests bench examples
 	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: venv
 	$(BIN)/python bench/models.py

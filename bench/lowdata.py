@@ -11,21 +11,55 @@ and the data order, so each seed's runs are paired. Writes ``results.json`` (eve
 settings), ``table.md`` and ``comparison.png`` to ``--out``.
 
     python bench/lowdata.py --out /tmp/lowdata --save-to bench/lowdata   # about 70 min on 2 CPU cores
-    python bench/lowdata.py --pretrain-steps 800 --out /tmp/lowdata-long   # an ablation: longer pretraining
+
+An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
+world, fractions, seeds and schedule; runs are deterministic, so the baselines need not be run again):
+
+    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \
+        --pair-with /tmp/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from occfeat.demo import (BENCHMARK, INIT_LABELS, chart_title, compare_pretrainings, markdown_table, paired_table,
-                          plot_comparison)
+from occfeat.demo import (BENCHMARK, INIT_LABELS, _inits_of, chart_title, compare_pretrainings, markdown_table,
+                          paired_differences, paired_table, plot_comparison, summarise)
+
+
+def _override(item: str) -> tuple[str, object]:
+    key, _, value = item.partition("=")
+    if not key or not value:
+        raise SystemExit(f"--pretrain-override {item!r}: expected KEY=VALUE, e.g. lambda_feat=0.25")
+    return key, json.loads(value) if value not in ("None", "null") else None
+
+
+# The settings an ablation must share with the run it is paired with, so that a seed means the same subset and runs.
+PAIRED_FIELDS = ("arch", "scenes", "samples_per_scene", "world_image_hw", "world_seed", "first_seed", "finetune_epochs",
+                 "finetune_min_steps", "val_samples")
+
+
+def pair_with(results: dict, baseline: dict, settings) -> dict:
+    """This run's rows (inits tagged with the overrides) merged with a finished run's, and every tagged init compared
+    seed for seed with every init of the finished run."""
+    theirs = baseline["settings"]
+    mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs[k]) != json.dumps(getattr(settings, k))]
+    if mismatched:
+        raise SystemExit(f"--pair-with: settings {mismatched} differ from that run's; a seed would not pair the runs.")
+    tag = "[" + ", ".join(f"{k}={v}" for k, v in settings.pretrain_overrides) + "]"
+    ours = [{**r, "init": r["init"] + tag} for r in results["rows"]]
+    rows = ours + baseline["rows"]
+    comparisons = [(mine, other) for mine in sorted({r["init"] for r in ours})
+                   for other in _inits_of(baseline["rows"])]
+    return {**results, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows, comparisons),
+            "paired_with": {"results": baseline.get("world"), "settings": theirs, "tag": tag}}
 
 
 def main() -> None:
@@ -44,6 +78,11 @@ def main() -> None:
     parser.add_argument("--finetune-min-steps", type=int, default=BENCHMARK.finetune_min_steps)
     parser.add_argument("--dinov2-weights", default=None, help="a DINOv2 .safetensors (or 'hub'): adds the "
                         "'occfeat-dinov2' init, OccFeat with its real teacher")
+    parser.add_argument("--pretrain-override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="pretraining recipe fields for an ablation (e.g. lambda_feat=0.25 pos_weight=1)")
+    parser.add_argument("--pair-with", default=None, metavar="RESULTS_JSON",
+                        help="a finished run's results.json: this run's inits are tagged with the overrides and "
+                        "compared seed for seed with every init of that run")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,11 +92,15 @@ def main() -> None:
         pretrain_steps=args.pretrain_steps, fractions=tuple(args.fractions),
         seeds_per_fraction=tuple(args.seeds_per_fraction), finetune_epochs=args.finetune_epochs,
         finetune_min_steps=args.finetune_min_steps, dinov2_weights=args.dinov2_weights,
+        pretrain_overrides=tuple(_override(item) for item in args.pretrain_override),
     )
     started = time.perf_counter()
     results = compare_pretrainings(args.out, settings, progress=True)
     out = Path(args.out)
     plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
+    if args.pair_with:
+        results = pair_with(results, json.loads(Path(args.pair_with).read_text()), settings)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     tables = markdown_table(results["cells"]) + "\n\n" + paired_table(results["paired"]) + "\n"
     (out / "table.md").write_text(tables)
     print(tables)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import occfeat
-from occfeat.data import NuScenesBEV, collate
+from occfeat.data import NuScenesBEV, collate, data_options
 from occfeat.data.synthetic import dataroot_or_world
 from occfeat.viz import save_prediction_png
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # The dataset hands the network what it expects: its image size, its raster, normalised images.
     config = model.config
-    data = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid)
+    data = NuScenesBEV(dataroot, version, "val", **data_options(config))
     batch = collate([data[0]])
     with torch.no_grad():
         outputs = model(batch["images"], batch["intrinsics"], batch["cam_to_ego"])

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 import occfeat
-from occfeat.data import CORRUPTIONS, SEVERITIES, NuScenesBEV
+from occfeat.data import CORRUPTIONS, SEVERITIES, NuScenesBEV, data_options
 from occfeat.data.synthetic import dataroot_or_world
 from occfeat.finetune.evaluation import evaluate_corruptions
 
@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> None:
 
     model = occfeat.load(args.model, pretrained=args.model not in occfeat.list_models()).eval()
     config = model.config
-    clean = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid)
+    clean = NuScenesBEV(dataroot, version, "val", **data_options(config))
     tokens = clean.sample_tokens[: args.samples]
 
     def dataset(corruption):  # None: the clean images
-        data = NuScenesBEV(dataroot, version, "val", image_size=config.image_size, grid=config.grid,
+        data = NuScenesBEV(dataroot, version, "val", **data_options(config),
                            corruption=corruption, corruption_root=args.corruption_root if corruption else None,
                            nusc=clean.nusc)
         data.sample_tokens = tokens

@@ -165,12 +165,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import NuScenesBEV
+    from .data import NuScenesBEV, data_options
     from .data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption
     from .data.labels import check_label_protocol
     from .errors import ConfigError
     from .finetune.evaluation import evaluate_corruptions, evaluate_model, write_report
-    from .finetune.training import load_for_finetuning
+    from .zoo.loading import load_for_finetuning
 
     if args.corruption and "all" in args.corruption and len(args.corruption) > 1:
         raise ConfigError(f"--corruption {' '.join(args.corruption)}: give 'all' alone, or corruption names from "
@@ -190,7 +190,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     loaded: dict[str, Any] = {}  # the devkit tables, read once for every dataset of the run
 
     def dataset(corruption):  # type: ignore[no-untyped-def]
-        data = NuScenesBEV(args.dataroot, args.version, args.split, image_size=config.image_size, grid=config.grid,
+        data = NuScenesBEV(args.dataroot, args.version, args.split, **data_options(config),
                            map_classes=config.map_classes, corruption=corruption, seed=args.seed,
                            corruption_root=args.corruption_root if corruption else None,
                            label_protocol=args.label_protocol, nusc=loaded.get("nusc"))

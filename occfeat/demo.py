@@ -93,6 +93,8 @@ class ComparisonSettings:
     val_samples: int | None = None  # None: every held-out key frame
     pretrain_val_samples: int | None = 12  # the pretraining's held-out occupancy IoU (a diagnostic only)
     dinov2_weights: str | None = None  # "hub" | "auto" | a DINOv2 .safetensors, for the "occfeat-dinov2" init
+    # Pretraining recipe fields changed for every pretraining (ablations: ("lambda_feat", 0.25), ("pos_weight", 1.0)).
+    pretrain_overrides: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [i for i in self.inits if i not in INITS]
@@ -165,7 +167,7 @@ def pretrain_and_publish(
         spec = PRETRAININGS[init]
         weight_id = f"{settings.arch}.{init}-synthetic-s{seed}"
         run = out / "runs" / f"pretrain-{init}-s{seed}"
-        overrides: dict[str, Any] = {"eval_every": 0}  # the held-out occupancy IoU at the end only
+        overrides: dict[str, Any] = {"eval_every": 0, **dict(settings.pretrain_overrides)}  # IoU at the end only
         if "teacher" in spec:
             overrides["teacher"] = spec["teacher"]
         weights = settings.dinov2_weights if init == "occfeat-dinov2" else spec.get("teacher_weights")
@@ -225,11 +227,20 @@ def finetune_grid(
     return rows
 
 
+def label(init: str) -> str:
+    """The display name of an initialisation (an ablation's variant is shown as named)."""
+    return INIT_LABELS.get(init, init)
+
+
+def _inits_of(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["init"] for r in rows}, key=lambda i: (INITS.index(i) if i in INITS else len(INITS), i))
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample standard deviation (over seeds) of every metric per (fraction, init) cell."""
     cells = []
     for fraction in sorted({r["fraction"] for r in rows}):
-        for init in INITS:
+        for init in _inits_of(rows):
             group = [r for r in rows if r["fraction"] == fraction and r["init"] == init]
             if not group:
                 continue
@@ -243,15 +254,17 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return cells
 
 
-def paired_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per fraction and comparison (``COMPARISONS``), the per-seed differences init - baseline of every metric, their
-    mean, standard deviation and 95 % t interval, and whether the interval excludes zero (``resolved``)."""
+def paired_differences(
+    rows: list[dict[str, Any]], comparisons: Sequence[tuple[str, str]] = COMPARISONS
+) -> list[dict[str, Any]]:
+    """Per fraction and comparison ((init, baseline) pairs), the per-seed differences init - baseline of every metric,
+    their mean, standard deviation and 95 % t interval, and whether the interval excludes zero (``resolved``)."""
     from scipy import stats
 
     by_key = {(r["fraction"], r["init"], r["seed"]): r for r in rows}
     found = []
     for fraction in sorted({r["fraction"] for r in rows}):
-        for init, baseline in COMPARISONS:
+        for init, baseline in comparisons:
             seeds = sorted(s for (f, i, s) in by_key if f == fraction and i == init and (f, baseline, s) in by_key)
             if not seeds:
                 continue
@@ -280,7 +293,7 @@ def markdown_table(cells: list[dict[str, Any]]) -> str:
     for c in cells:
         values = [_percent(c[k]) + (f" ± {_percent(c[k + '_std'])}" if c["seeds"] > 1 else "") for k in METRICS]
         lines.append(f"| {c['fraction']:.0%} ({c['train_samples']} samples) | {c['steps']} | {c['seeds']} | "
-                     f"{INIT_LABELS[c['init']]} | " + " | ".join(values) + " |")
+                     f"{label(c['init'])} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -289,11 +302,11 @@ def paired_table(paired: list[dict[str, Any]]) -> str:
     lines = ["| labels | difference | metric | per seed | mean ± std | 95 % interval | better on | beyond seed noise |",
              "| --- | --- | --- | --- | ---: | --- | ---: | --- |"]
     for p in paired:
-        for key, label in METRICS.items():
+        for key, name in METRICS.items():
             d = p[key]
             per_seed = " / ".join(_percent(v, signed=True) for v in d["per_seed"])
             interval = "n/a" if d["ci95"] is None else f"[{_percent(d['ci95'][0], True)}, {_percent(d['ci95'][1], True)}]"
-            lines.append(f"| {p['fraction']:.0%} | {INIT_LABELS[p['init']]} − {INIT_LABELS[p['baseline']]} | {label} | "
+            lines.append(f"| {p['fraction']:.0%} | {label(p['init'])} − {label(p['baseline'])} | {name} | "
                          f"{per_seed} | {_percent(d['mean'], True)} ± {_percent(d['std'])} | {interval} | "
                          f"{d['better_on']}/{len(d['per_seed'])} | {'**yes**' if d['resolved'] else 'no'} |")
     return "\n".join(lines)
@@ -309,10 +322,10 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     cells = summarise(rows)
     fractions = sorted({c["fraction"] for c in cells})
-    inits = [i for i in INITS if any(c["init"] == i for c in cells)]
+    inits = _inits_of(rows)
     figure, axes = plt.subplots(1, len(METRICS), figsize=(5.6 * len(METRICS), 4.4), squeeze=False)
     width = 0.8 / len(inits)
-    for axis, (key, label) in zip(axes[0], METRICS.items()):
+    for axis, (key, name) in zip(axes[0], METRICS.items()):
         for i, init in enumerate(inits):
             for j, fraction in enumerate(fractions):
                 cell = next((c for c in cells if c["fraction"] == fraction and c["init"] == init), None)
@@ -321,7 +334,7 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                 x = j + (i - (len(inits) - 1) / 2) * width
                 height, error = 100 * cell[key], 100 * cell[key + "_std"]
                 axis.bar(x, height, width, yerr=error if cell["seeds"] > 1 else None, capsize=3,
-                         color=INIT_COLOURS[init], label=INIT_LABELS[init] if j == 0 else None,
+                         color=INIT_COLOURS.get(init, f"C{i}"), label=label(init) if j == 0 else None,
                          error_kw={"elinewidth": 1, "alpha": 0.7})
                 values = [100 * r[key] for r in rows if r["fraction"] == fraction and r["init"] == init]
                 if len(values) > 1:
@@ -329,8 +342,8 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                 axis.text(x, max([height + error, *values]), f"{height:.1f}", ha="center", va="bottom", fontsize=7)
         samples = {c["fraction"]: c["train_samples"] for c in cells}
         axis.set_xticks(range(len(fractions)), [f"{f:.0%} of labels\n({samples[f]} samples)" for f in fractions])
-        axis.set_ylabel(f"{label} (%)")
-        axis.set_title(label)
+        axis.set_ylabel(f"{name} (%)")
+        axis.set_title(name)
         axis.set_ylim(0, max(5.0, 1.2 * max(100 * r[key] for r in rows)))
         axis.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -437,7 +450,7 @@ def run_demo(
     cells = results["cells"]
     best = {f: max((c for c in cells if c["fraction"] == f), key=lambda c: c["vehicle_iou"]) for f in settings.fractions}
     print(f"occfeat demo: {len(results['rows'])} fine-tuning runs in {results['seconds']:.0f} s; best vehicle IoU "
-          + ", ".join(f"{f:.0%} labels: {INIT_LABELS[c['init']]} {100 * c['vehicle_iou']:.1f}" for f, c in best.items())
+          + ", ".join(f"{f:.0%} labels: {label(c['init'])} {100 * c['vehicle_iou']:.1f}" for f, c in best.items())
           + f"; report {out / 'report.md'}", flush=True)
     return out
 
@@ -448,7 +461,7 @@ def _verdicts(results: dict[str, Any], settings: ComparisonSettings, benchmark: 
     for paired in results["paired"]:
         difference = paired["vehicle_iou"]["mean"]
         spread = seed_spread(benchmark, paired, settings.fractions)
-        name = f"{INIT_LABELS[paired['init']]} − {INIT_LABELS[paired['baseline']]} at {paired['fraction']:.0%} of the labels"
+        name = f"{label(paired['init'])} − {label(paired['baseline'])} at {paired['fraction']:.0%} of the labels"
         if spread is None:
             verdict = "no benchmark spread to compare it with (run `python bench/lowdata.py`)"
         elif abs(difference) > 2 * spread:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
 # huggingface_hub reads these once, at import: set them before anything imports it.
@@ -13,6 +14,30 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from occfeat.models.geometry import nuscenes_camera_rig  # noqa: E402
+
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _loopback_only(connect):  # type: ignore[no-untyped-def]
+    def guarded(sock: socket.socket, address, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in _LOOPBACK:
+            raise RuntimeError(f"a test tried to connect to {address!r}: tests never leave 127.0.0.1 (pass endpoint= "
+                               "a loopback HubServer, and never rely on the network).")
+        return connect(sock, address, *args, **kwargs)
+
+    return guarded
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network_beyond_loopback():
+    """Any socket connection outside 127.0.0.1 / ::1 fails the test that makes it. (Child processes are not
+    guarded: the tests that start them give them loopback endpoints.)"""
+    originals = socket.socket.connect, socket.socket.connect_ex
+    socket.socket.connect = _loopback_only(originals[0])  # type: ignore[method-assign]
+    socket.socket.connect_ex = _loopback_only(originals[1])  # type: ignore[method-assign]
+    yield
+    socket.socket.connect, socket.socket.connect_ex = originals  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

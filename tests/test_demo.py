@@ -20,6 +20,7 @@ TINY = ComparisonSettings(scenes=3, samples_per_scene=3, world_image_hw=(90, 160
                           val_samples=2, pretrain_val_samples=2)
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys):
     out = run_demo(tmp_path / "demo", settings=TINY, progress=False, reference=tmp_path / "no-benchmark.json")
     assert "occfeat demo: 12 fine-tuning runs" in capsys.readouterr().out  # 4 inits x (2 seeds at 50 % + 1 at 100 %)

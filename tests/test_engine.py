@@ -86,6 +86,7 @@ def test_stop_and_resume_is_bit_identical_to_a_straight_run(tmp_path, shuffle, a
     assert read_log(tmp_path / "resumed") == read_log(tmp_path / "straight")  # same lines: losses, lr, evals
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_and_the_run_resumable(tmp_path):
     out, config = tmp_path / "run", {"max_steps": 12, "checkpoint_every": 4}
     proc = child(out, config, "--pause-in-checkpoint", "8")
@@ -108,13 +109,15 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_and_the_run_r
     assert_same_training_state(straight, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "signum, to_group",
-    [(signal.SIGTERM, False), (signal.SIGINT, True)],
-    ids=["SIGTERM (scheduler)", "SIGINT to the process group (Ctrl-C), data worker included"],
+    "signum, to_group, workers",
+    [(signal.SIGTERM, False, 1), (signal.SIGINT, True, 1), (signal.SIGTERM, True, 2)],
+    ids=["SIGTERM (scheduler)", "SIGINT to the process group (Ctrl-C), data worker included",
+         "SIGTERM to the process group (SLURM pre-emption), two data workers included"],
 )
-def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path, signum, to_group):
-    out, config = tmp_path / "run", {"max_steps": 12, "num_workers": 1}
+def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path, signum, to_group, workers):
+    out, config = tmp_path / "run", {"max_steps": 12, "num_workers": workers}
     proc = child(out, {**config, "pause_at": 6}, start_new_session=True)
     assert proc.stdout.readline() == "paused\n", proc.stderr.read()  # inside step 6
     (os.killpg if to_group else os.kill)(proc.pid, signum)
@@ -132,6 +135,7 @@ def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resume
     assert_same_training_state(straight, resumed)
 
 
+@pytest.mark.slow
 def test_two_processes_on_half_batches_match_one_process_on_the_global_batch(tmp_path):
     # In order, so that rank 0's and rank 1's half batches (DistributedSampler: every other sample) make up the
     # single process's batch. No BatchNorm: on the CPU each process normalises over its own half batch

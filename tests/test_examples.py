@@ -23,17 +23,20 @@ def test_every_example_has_a_smoke_test():
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
+@pytest.mark.slow
 def test_load_and_predict(tmp_path, capsys):
     run_example("load_and_predict", ["--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "vehicle probability map (1, 1, 64, 64)" in printed and (tmp_path / "prediction.png").is_file()
 
 
+@pytest.mark.slow
 def test_finetune_low_data(tmp_path, capsys):
     run_example("finetune_low_data", ["--out", str(tmp_path), "--steps", "2", "--scenes", "3"])
     assert "finetune: " in capsys.readouterr().out and (tmp_path / "run" / "eval.json").is_file()
 
 
+@pytest.mark.slow
 def test_reproduce_pretraining(tmp_path, capsys):
     run_example("reproduce_pretraining", ["--out", str(tmp_path), "--steps", "2", "--scenes", "3",
                                           "--teacher-weights", "random"])
@@ -42,6 +45,7 @@ def test_reproduce_pretraining(tmp_path, capsys):
     assert (tmp_path / "weights" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_robustness_nuscenes_c(tmp_path, capsys):
     run_example("robustness_nuscenes_c", ["--out", str(tmp_path), "--corruptions", "Fog", "Snow", "--severities", "1",
                                           "--samples", "1"])
@@ -49,6 +53,7 @@ def test_robustness_nuscenes_c(tmp_path, capsys):
     assert "clean vehicle IoU" in printed and "| Fog |" in printed and "| Snow |" in printed
 
 
+@pytest.mark.slow
 def test_publish_to_hub(tmp_path, capsys):
     from occfeat.zoo.registry import REGISTRY
 

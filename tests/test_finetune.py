@@ -9,7 +9,7 @@ import torch
 
 import occfeat
 from occfeat.cli import main
-from occfeat.data import NuScenesBEV
+from occfeat.data import NuScenesBEV, data_options
 from occfeat.finetune.evaluation import evaluate_model
 from occfeat.finetune.recipes import get_recipe, schedule_steps
 from occfeat.finetune.training import export_run, finetune
@@ -55,9 +55,16 @@ def test_cli_finetune_evaluate_export_round_trip(synthetic_world, tmp_path, caps
     assert set(report["metrics"]) >= {"vehicle_iou", "vehicle_iou_nofilter", "map_iou/drivable_area"}
     assert report["corruption"] == ["Fog", 2]
     assert (tmp_path / "eval" / "pictures" / "prediction-00.png").is_file()
-    # The exported weights are the run's: same scores as the run's own best weights.
-    direct = export_run(tmp_path / "run", tmp_path / "export2", which="latest")
-    assert direct["model.safetensors"]
+    # The exported weights are the run's: they score what the run's own evaluation wrote (3 steps, evaluated at the
+    # last one, so the best weights are the latest).
+    export_run(tmp_path / "run", tmp_path / "export2", which="latest")
+    written = json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]
+    val = NuScenesBEV(synthetic_world.dataroot, synthetic_world.version, "val", **data_options(model.config))
+    val.sample_tokens = val.sample_tokens[:2]
+    for folder in ("export", "export2"):
+        scores = evaluate_model(occfeat.load(f"local-dir:{tmp_path / folder}").eval(), val)
+        assert scores["vehicle_iou"] == pytest.approx(written["vehicle_iou"], abs=1e-6)
+        assert scores["map_iou/drivable_area"] == pytest.approx(written["map_iou/drivable_area"], abs=1e-6)
 
 
 def test_schedule_rule_gives_small_fractions_enough_steps():

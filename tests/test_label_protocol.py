@@ -93,7 +93,7 @@ def test_lss_paints_more_than_the_footprint_and_cell_center_about_the_footprint(
         for protocol in LABEL_PROTOCOLS:
             areas[protocol] += rasterize_vehicles(grid, [box], protocol=protocol)["vehicle"].sum() * 0.25
     assert areas["cell-center"] == pytest.approx(footprint, rel=0.05)
-    assert 1.25 < areas["lss"] / footprint < 1.5  # bev-networks.md: about 1.36x for a car at 0.5 m
+    assert 1.25 < areas["lss"] / footprint < 1.5  # docs/bev-networks.md: about 1.36x for a car at 0.5 m
 
 
 def test_center_and_offset_come_from_the_same_instance_raster():

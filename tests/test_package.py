@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import occfeat
 from occfeat.cli import main
 
@@ -45,3 +47,10 @@ def test_readme_zoo_table_is_generated_from_the_registry():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- zoo-table:begin -->")[1].split("<!-- zoo-table:end -->")[0]
     assert block.strip() == weights_table(), "regenerate it: occfeat list --markdown"
+
+
+def test_the_network_guard_refuses_a_connection_beyond_loopback():
+    import socket
+
+    with pytest.raises(RuntimeError, match="tests never leave 127.0.0.1"):
+        socket.create_connection(("192.0.2.1", 80), timeout=0.1)  # TEST-NET-1: never routed

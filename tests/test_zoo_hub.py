@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -61,11 +60,9 @@ def test_offline_with_an_empty_cache_fails_fast_with_the_command(published, tmp_
     hub, _, _ = published
     monkeypatch.setenv("OCCFEAT_OFFLINE", "1")
     before = len(hub.request_log)
-    tic = time.perf_counter()
     with pytest.raises(WeightsNotCachedError, match=f"occfeat download {WEIGHT_ID}"):
         occfeat.load(WEIGHT_ID, endpoint=hub.endpoint, cache_dir=tmp_path)
-    assert time.perf_counter() - tic < 1.0
-    assert len(hub.request_log) == before
+    assert len(hub.request_log) == before  # no request, so no timeout to wait for
 
 
 def test_altered_bytes_raise_and_the_bad_blob_is_moved_aside(published, tmp_path):

@@ -3,7 +3,7 @@
 
 from .corruptions import CORRUPTIONS, SEVERITIES, apply_corruption, corruption_table
 from .loader import make_loader, seed_worker
-from .nuscenes import IMAGE_PRESETS, Augmentation, NuScenesBEV, collate, open_nuscenes
+from .nuscenes import IMAGE_PRESETS, Augmentation, NuScenesBEV, collate, data_options, open_nuscenes
 from .splits import load_subset, save_subset, scene_names, select_subset
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Augmentation",
     "NuScenesBEV",
     "collate",
+    "data_options",
     "load_subset",
     "make_loader",
     "open_nuscenes",

@@ -57,7 +57,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..models.geometry import NUSCENES_CAMERAS
+from ..conventions.geometry import NUSCENES_CAMERAS
 
 # RoboBEV's order (the columns of its result tables).
 CORRUPTIONS: tuple[str, ...] = (

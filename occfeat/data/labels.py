@@ -1,6 +1,6 @@
 """BEV labels rasterised on occfeat's raster: vehicle occupancy with visibility, centerness, offsets, map layers.
 
-All functions take geometry already expressed in the *augmented BEV frame* (see ``occfeat.models.geometry``): the
+All functions take geometry already expressed in the *augmented BEV frame* (see ``occfeat.conventions.geometry``): the
 caller maps boxes with ``inverse(bev_aug)`` and map lookups with ``bev_aug``, so labels and network coordinates
 always agree.
 
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from ..models.geometry import BEVGrid
+from ..conventions.geometry import BEVGrid
 
 CENTER_SIGMA_CELLS = 3.0
 LABEL_PROTOCOLS: tuple[str, ...] = ("lss", "cell-center")

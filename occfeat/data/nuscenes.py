@@ -2,7 +2,7 @@
 
 Frames: everything is expressed in the *key-frame ego frame* of LIDAR_TOP, made gravity-aligned (the ego pose's yaw
 only, as BEV labels need): camera extrinsics, boxes, map lookups and Lidar points. The BEV augmentation ``bev_aug``
-maps the raster frame to that ego frame (see ``occfeat.models.geometry``).
+maps the raster frame to that ego frame (see ``occfeat.conventions.geometry``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -21,14 +20,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, InputError
-from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
-from ..models.geometry import NUSCENES_CAMERAS, BEVGrid, image_affine, random_bev_augmentation, update_intrinsics
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD
+from ..conventions.geometry import NUSCENES_CAMERAS, BEVGrid, random_bev_augmentation, update_intrinsics
+from .images import IMAGE_PRESETS, image_size_of, image_transform, normalise, read_rgb, warp_image  # noqa: F401
 from .corruptions import NUSCENES_C_DOWNLOAD, SEVERITY_NAMES, apply_corruption, check_corruption
 from .labels import DEFAULT_LABEL_PROTOCOL, VehicleBox, check_label_protocol, rasterize_vehicles, sample_map_mask
 from .splits import load_subset, scene_names, select_subset
 
 # Image sizes (H, W) of the usual recipes, and the small one of the tests and the CPU demo.
-IMAGE_PRESETS: dict[str, tuple[int, int]] = {"224x480": (224, 480), "448x800": (448, 800), "112x240": (112, 240)}
 MAP_LAYERS_FROM_MASK = ("drivable_area",)
 # Layers read from the nuScenes map expansion (maps/expansion/<location>.json, v1.3+) when it is installed.
 MAP_EXPANSION_POLYGONS = ("road_segment", "lane", "ped_crossing", "walkway", "stop_line", "carpark_area")
@@ -70,37 +69,18 @@ def _pose_matrix(translation: Sequence[float], rotation: Sequence[float], yaw_on
     return m
 
 
-def image_transform(
-    source_hw: tuple[int, int], target_hw: tuple[int, int], rng: np.random.Generator | None, augment: Augmentation
-) -> np.ndarray:
-    """(3, 3) pixel map from a source image to the network image: resize to the target width (or height), crop the
-    sky rows from the top and the excess columns symmetrically; with ``rng``, random zoom, rotation and crop jitter."""
-    (sh, sw), (th, tw) = source_hw, target_hw
-    scale = max(tw / sw, th / sh)
-    rotation = 0.0
-    jitter = 0.0
-    if rng is not None:
-        scale *= rng.uniform(*augment.zoom)
-        rotation = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
-        jitter = rng.uniform(-augment.crop_jitter, augment.crop_jitter) * tw
-    crop_x = (sw * scale - tw) / 2.0 + jitter
-    crop_y = sh * scale - th
-    center = (sw * scale / 2.0, sh * scale / 2.0)
-    return image_affine(scale, crop_xy=(crop_x, crop_y), rotation_deg=rotation, rotation_center=center).numpy()
+def _check_normalisation(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"image_mean={mean}, image_std={std}: expected 3 values each (RGB, 0-1 scale), std > 0.")
+    return mean, std
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, target_hw: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
-    """The network image (H, W[, 3]) from a source image and its (3, 3) pixel map ``image_transform``; ``nearest``
-    for maps of ids (class or instance), which must not be interpolated."""
-    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    if nearest and image.dtype not in (np.uint8, np.uint16, np.float32):
-        image = image.astype(np.float32)
-    return cv2.warpAffine(image, affine[:2], (int(target_hw[1]), int(target_hw[0])), flags=flags)
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB, as every path of occfeat reads camera images."""
-    return np.asarray(Image.open(path).convert("RGB"))
+def data_options(config: Any) -> dict[str, Any]:
+    """What a dataset must match of a model (a ``BEVModelConfig``): its image size, normalisation and raster. The one
+    place that turns a model's input spec into ``NuScenesBEV`` arguments (training, evaluation, examples)."""
+    return {"image_size": tuple(config.image_size), "grid": config.grid, "image_mean": tuple(config.image_mean),
+            "image_std": tuple(config.image_std)}
 
 
 class NuScenesBEV(Dataset):
@@ -112,6 +92,8 @@ class NuScenesBEV(Dataset):
         split: ``train`` / ``val`` (``mini_train`` / ``mini_val`` on v1.0-mini; ``train`` / ``val`` work there too),
             or ``all``.
         image_size: network image (H, W) or a preset name from ``IMAGE_PRESETS``.
+        image_mean / image_std: the normalisation of the network's images: the model config's (``data_options(
+            config)`` passes them with the image size and the raster), ImageNet's by default.
         grid: the BEV raster of the labels (must match the model's).
         augment: ``None`` at evaluation; an ``Augmentation`` for training.
         fraction / count / subset / seed: a low-data subset (see ``occfeat.data.splits``); ``subset`` is a list of
@@ -158,14 +140,15 @@ class NuScenesBEV(Dataset):
         label_protocol: str = DEFAULT_LABEL_PROTOCOL,
         labels: bool = True,
         semantic_maps: bool = False,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
         self.version = version
-        if isinstance(image_size, str) and image_size not in IMAGE_PRESETS:
-            raise ConfigError(f"image_size={image_size!r}: choose a preset from {list(IMAGE_PRESETS)} or give (H, W).")
-        self.image_size = IMAGE_PRESETS[image_size] if isinstance(image_size, str) else tuple(image_size)
+        self.image_size = image_size_of(image_size)
         self.grid = grid or BEVGrid()
+        self.image_mean, self.image_std = _check_normalisation(image_mean, image_std)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -310,16 +293,14 @@ class NuScenesBEV(Dataset):
             sources = apply_corruption(sources, *self.corruption, seed=self.seed, sample_key=token)
         images, intrinsics, cam_to_ego, side_cars = [], [], [], []
         for record, source in zip(records, sources):
-            affine = image_transform(source.shape[:2], self.image_size, rng, self.augment or Augmentation())
+            affine = image_transform(source.shape[:2], self.image_size, rng, self.augment)
             calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
             intrinsics.append(update_intrinsics(torch.tensor(calib["camera_intrinsic"], dtype=torch.float64), torch.from_numpy(affine)))
             cam_to_ego.append(global_to_ego @ self._sensor_to_global(record))
             images.append(warp_image(source, affine, self.image_size))
             if self.semantic_maps:
                 side_cars.append([warp_image(m, affine, self.image_size, nearest=True) for m in self._side_cars(record)])
-        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
         if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -327,7 +308,7 @@ class NuScenesBEV(Dataset):
         else:
             bev_aug = torch.eye(4)
         item: dict[str, Any] = {
-            "images": (pixels - mean) / std,
+            "images": normalise(pixels, self.image_mean, self.image_std),
             "intrinsics": torch.stack(intrinsics).float(),
             "cam_to_ego": torch.from_numpy(np.stack(cam_to_ego)).float(),
             "bev_aug": bev_aug,
@@ -461,7 +442,7 @@ def open_nuscenes(dataroot: str | Path, version: str) -> Any:
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items into the batch dict of ``architecture.md``. Lidar clouds are padded to the largest:
+    """Stack items into the batch dict of ``docs/architecture.md``. Lidar clouds are padded to the largest:
     ``lidar`` (B, P_max, 5) with ``lidar_valid`` (B, P_max)."""
     batch: dict[str, Any] = {}
     for key in items[0]:

@@ -14,7 +14,7 @@ BEST_MODES = ("max", "min")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one run. Defaults follow the BEV segmentation recipe (``bev-networks.md``, "Optimisation").
+    """Settings of one run. Defaults follow the BEV segmentation recipe (``docs/bev-networks.md``, "Optimisation").
 
     A *step* is one optimizer update: ``grad_accum_steps`` micro-batches (per process). Give the run's length as
     ``max_steps`` or as ``epochs`` (passes over the training loader), not both.

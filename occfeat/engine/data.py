@@ -98,9 +98,13 @@ class BatchStream:
 
 
 def _init_worker(worker_id: int, user_init: Callable[[int], None] | None) -> None:
-    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the main process, which handles it, needs
-    its workers to finish the current step. (SIGTERM keeps its default: it is how multiprocessing stops workers.)"""
+    """Workers ignore SIGINT and SIGTERM. Ctrl-C and a scheduler's pre-emption notice (SLURM ``--signal=TERM@120``
+    signals every process of the job) reach the workers too, and the main process, which handles them, needs its
+    workers to finish the current step; with the default SIGTERM action they would die and the step would crash.
+    The loader still stops its workers: it sends them its end-of-data sentinel, and a worker whose main process has
+    gone exits on its own (torch's worker watchdog); a scheduler's final SIGKILL is not ignorable."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if user_init is not None:
         user_init(worker_id)
 

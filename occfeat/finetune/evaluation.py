@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from ..data import NuScenesBEV, collate
 from ..data.corruptions import CORRUPTIONS, SEVERITIES, SEVERITY_NAMES, check_corruption, corruption_table, resilience
-from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from ..engine import distributed as dist_utils
 from ..engine.data import move_to_device
 from ..viz import save_image_grid, save_prediction_png
@@ -134,6 +133,6 @@ def evaluate_corruptions(
 
 def _camera_image(dataset: NuScenesBEV, camera: str) -> np.ndarray:
     """(H, W, 3) uint8: one camera's network image of the dataset's first sample, un-normalised."""
-    images = dataset[0]["images"][dataset.cameras.index(camera)]  # (3, H, W), ImageNet-normalised
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    images = dataset[0]["images"][dataset.cameras.index(camera)]  # (3, H, W), normalised as the dataset does
+    mean, std = torch.tensor(dataset.image_mean).view(3, 1, 1), torch.tensor(dataset.image_std).view(3, 1, 1)
     return (images * std + mean).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()

@@ -1,4 +1,4 @@
-"""The BEV segmentation loss: per-head terms combined by learned uncertainty weights (bev-networks.md, "Heads and
+"""The BEV segmentation loss: per-head terms combined by learned uncertainty weights (docs/bev-networks.md, "Heads and
 losses").
 
 Every term is computed in float32 so that mixed-precision logits do not lose the small BCE differences that matter

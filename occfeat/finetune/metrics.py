@@ -1,4 +1,4 @@
-"""Dataset-level IoU of the BEV segmentation protocol (bev-networks.md, "Metric").
+"""Dataset-level IoU of the BEV segmentation protocol (docs/bev-networks.md, "Metric").
 
 True positives, false positives and false negatives are summed over the whole evaluation set, then
 IoU = TP / (TP + FP + FN): not a mean of per-image IoUs, which would over-weight images with few positives. The counts

@@ -47,7 +47,7 @@ class FinetuneRecipe:
 
 
 RECIPES: dict[str, FinetuneRecipe] = {
-    # The usual nuScenes recipe (bev-networks.md): several GPUs, batch 12 at 224x480.
+    # The usual nuScenes recipe (docs/bev-networks.md): several GPUs, batch 12 at 224x480.
     "nuscenes-224x480": FinetuneRecipe("nuscenes-224x480", image_size="224x480", batch_size=12),
     # Simple-BEV's high-resolution setting: batch 4 fits a 24-40 GB GPU with SimpleBEV-R101.
     "nuscenes-448x800": FinetuneRecipe("nuscenes-448x800", image_size="448x800", batch_size=4, min_steps=10000),

@@ -18,11 +18,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..data import Augmentation, NuScenesBEV, make_loader, save_subset
+from ..data import Augmentation, NuScenesBEV, data_options, make_loader, save_subset
 from ..data.labels import check_label_protocol
 from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..errors import ConfigError
-from ..models import BEVModel, list_models
+from ..models import BEVModel
+from ..zoo.loading import load_for_finetuning, training_load_kwargs  # their owner is the zoo
 from .evaluation import evaluate_model, write_report
 from .freezing import freeze, param_groups
 from .losses import SegmentationLoss
@@ -55,16 +56,6 @@ class FinetuneResult:
     def summary(self) -> str:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
         return f"finetune: {self.train_samples} labelled samples, {self.steps} steps; val {scores}; run {self.run_dir}"
-
-
-def load_for_finetuning(name: str | BEVModel, **load_kwargs: Any) -> BEVModel:
-    """A zoo name / ``hf-hub:`` / ``local-dir:`` loads weights; a bare architecture name trains from scratch."""
-    from ..zoo.loading import load
-
-    if isinstance(name, BEVModel):
-        return name
-    pretrained = name not in list_models()
-    return load(name, pretrained=pretrained, **load_kwargs)
 
 
 def finetune(
@@ -104,10 +95,11 @@ def finetune(
     # Before anything draws: the network (from scratch) and the heads a pretrained load re-initialises are part of
     # the run, so the seed must fix them too (the trainer seeds again, per rank, for the steps).
     seed_everything(seed)
-    network = load_for_finetuning(model, **(load_kwargs or {}))
+    # The recipe's image size is the network's: a 448x800 recipe trains the network at 448x800 (recorded in run.json).
+    network = load_for_finetuning(model, **training_load_kwargs(load_kwargs, recipe.image_size))
     config = network.config
     out = Path(out_dir)
-    common = dict(image_size=config.image_size, grid=config.grid, map_classes=config.map_classes, seed=seed,
+    common = dict(**data_options(config), map_classes=config.map_classes, seed=seed,
                   label_protocol=recipe.label_protocol)
     train_set = NuScenesBEV(dataroot, version, train_split, augment=Augmentation().scaled_to(config.grid) if recipe.augment else None,
                             fraction=fraction, count=count, subset=subset, **common)

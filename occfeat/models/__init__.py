@@ -3,7 +3,7 @@ the heads, the assembled model, its config and the architecture registry."""
 
 from . import architectures as _architectures  # noqa: F401  (registers the architectures)
 from .config import BEVModelConfig
-from .geometry import BEVGrid
+from ..conventions.geometry import BEVGrid
 from .model import PARTS, BEVModel
 from .registry import create_model, get_model_config, list_models, register_model
 

@@ -1,10 +1,10 @@
-"""The registered architectures. Full-size ones follow the published recipes (see bev-networks.md); the tiny ones
+"""The registered architectures. Full-size ones follow the published recipes (see docs/bev-networks.md); the tiny ones
 run the same code paths at sizes a laptop CPU trains in minutes (tests, the demo)."""
 
 from __future__ import annotations
 
 from .config import BEVModelConfig
-from .geometry import BEVGrid
+from ..conventions.geometry import BEVGrid
 from .registry import register_model
 
 # The demo / test scale: 112x240 images, a 64 m x 64 m raster at 1 m, 64 channels.

@@ -16,9 +16,8 @@ from .layers import conv_norm_act
 
 logger = logging.getLogger(__name__)
 
-# ImageNet normalisation of every timm backbone we use; the one place these constants are written.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# ImageNet normalisation of every timm backbone we use: written once, in the conventions layer.
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401
 
 # The taps we read: stride 8 and stride 16. For timm's EfficientNet and ResNet feature pyramids (strides 2, 4, 8, 16,
 # 32) these are feature indices 2 and 3; FeatureListNet then drops every layer after the stride-16 stage.

@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
+from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from .ops import ms_deform_attn
 
 # Sampling location given to anchors a camera does not see: far outside [0, 1], so bilinear sampling with zero padding

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .backbones import FEATURE_STRIDES, IMAGENET_MEAN, IMAGENET_STD
-from .geometry import BEVGrid
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD
+from .backbones import FEATURE_STRIDES
+from ..conventions.geometry import BEVGrid
 from .heads import HEAD_NAMES
 
 VIEW_TRANSFORMS = ("bevformer", "simplebev")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
+from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from .layers import conv_norm_act
 from .ops import bilinear_taps
 

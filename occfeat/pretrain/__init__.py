@@ -1,4 +1,4 @@
-"""OccFeat pretraining (``method.md``): Lidar-occupancy and DINOv2-feature targets, the auxiliary head that unsplats
+"""OccFeat pretraining (``docs/method.md``): Lidar-occupancy and DINOv2-feature targets, the auxiliary head that unsplats
 the BEV map into a 3D volume, the losses, the recipes, the training loop on the shared engine, and the export that
 drops the head and hands the BEV network to the zoo."""
 

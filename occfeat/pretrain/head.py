@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..models.geometry import BEVGrid
+from ..conventions.geometry import BEVGrid
 from ..models.layers import conv_norm_act
 
 MODES = ("occfeat", "occupancy", "distillation")

@@ -34,7 +34,7 @@ from torch.utils.data import Subset
 from ..data import collate
 from ..engine.data import move_to_device
 from ..errors import InputError
-from ..models.geometry import BEVGrid, project_to_cameras, transform_points
+from ..conventions.geometry import BEVGrid, project_to_cameras, transform_points
 from ..viz import colorize, save_bev_panels, save_image_grid
 from .targets import unravel_voxel_index, voxel_centers_of
 

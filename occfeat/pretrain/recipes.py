@@ -1,4 +1,4 @@
-"""Pretraining recipes: the method's settings (``method.md``) and the optimisation, as data recorded with each run.
+"""Pretraining recipes: the method's settings (``docs/method.md``) and the optimisation, as data recorded with each run.
 
 ``steps = ceil(epochs * samples / (batch_size * grad_accum_steps))``: every key frame of the split, no labels read.
 
@@ -36,7 +36,7 @@ class PretrainRecipe:
     num_workers: int = 6
     eval_every: int = 5000
     checkpoint_every: int = 1000
-    # the method (method.md, "the defaults we take")
+    # the method (docs/method.md, "the defaults we take")
     mode: str = "occfeat"  # "occfeat" | "occupancy" | "distillation"
     lambda_feat: float = 1.0
     pos_weight: float | None = None

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from ..models.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
+from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from ..models.ops import bilinear_taps
 
-# The paper's grid is not published; ours (method.md): the 200x200 raster, 16 heights of 0.4 m from 1 m below the
+# The paper's grid is not published; ours (docs/method.md): the 200x200 raster, 16 heights of 0.4 m from 1 m below the
 # ego origin (the rear axle, ~0.5 m above the road) to 5.4 m, which covers cars, trucks, buses and most buildings'
 # lower floors.
 OCCUPANCY_Z_RANGE = (-1.0, 5.4)

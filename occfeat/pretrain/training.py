@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..data import Augmentation, NuScenesBEV, collate, make_loader
+from ..data import Augmentation, NuScenesBEV, collate, data_options, make_loader
 from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils
 from ..engine.data import move_to_device
 from ..errors import ConfigError
@@ -153,20 +153,21 @@ def pretrain(
         cache_dir: the teacher-feature cache (default ``default_cache_dir()``).
         pictures: write the PCA and occupancy pictures to ``out_dir/pictures`` at the end.
     """
-    from ..finetune.training import load_for_finetuning
+    from ..zoo.loading import load_for_finetuning, training_load_kwargs
 
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     changes = {**(recipe_overrides or {}), **({"mode": mode} if mode else {}),
                **({"teacher_weights": teacher_weights} if teacher_weights else {})}
     recipe = recipe.replace(**changes) if changes else recipe
     torch.manual_seed(seed)  # the network's and the head's initialisation: the same in every process and run
-    network = load_for_finetuning(model, **(load_kwargs or {}))
+    # The recipe's image size is the network's (recorded in run.json's model_config).
+    network = load_for_finetuning(model, **training_load_kwargs(load_kwargs, recipe.image_size))
     config = network.config
     out = Path(out_dir)
     augment = Augmentation(zoom=(1.0, 1.0), rotation_deg=0.0, crop_jitter=0.0).scaled_to(config.grid) if recipe.bev_augment else None
     uses_features = recipe.mode in ("occfeat", "distillation")
     stand_in = uses_features and recipe.teacher == STAND_IN_TEACHER  # reads the generated world's side-car maps
-    common = dict(image_size=config.image_size, grid=config.grid, lidar_sweeps=recipe.lidar_sweeps, labels=False, seed=seed,
+    common = dict(**data_options(config), lidar_sweeps=recipe.lidar_sweeps, labels=False, seed=seed,
                   semantic_maps=stand_in)
     train_set = NuScenesBEV(dataroot, version, split, augment=augment, **common)
     val_set = None

@@ -130,7 +130,9 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
                 ) from None
             return _Source(name, get_model_config(name, **overrides), None)
         raise
-    config = get_model_config(spec.architecture, **{**spec.model_args, **overrides})
+    config = spec.model_config()  # checks the entry's input and parts against the network they describe
+    if overrides:
+        config = config.replace(**overrides)
     if not pretrained:
         return _Source(spec.id, config, None, spec=spec, reinit_keys=spec.reinit_keys)
     if not spec.published:
@@ -354,6 +356,31 @@ def _assign(
             fresh.load_state_dict({k[len(prefix) :]: v for k, v in usable.items() if k.startswith(prefix)}, strict=False)
             setattr(model, part, fresh)
     return report
+
+
+def load_for_finetuning(name: str | BEVModel, *, image_size: tuple[int, int] | None = None, **load_kwargs: Any) -> BEVModel:
+    """The network a training run starts from: a zoo name / ``hf-hub:`` / ``local-dir:`` loads weights, a bare
+    architecture name builds it untrained, a ``BEVModel`` is used as given. ``image_size``: the recipe's network image
+    size, which the network is built at (a given ``BEVModel`` must already have it)."""
+    if isinstance(name, BEVModel):
+        if image_size is not None and tuple(name.config.image_size) != tuple(image_size):
+            raise ConfigError(
+                f"the model was built for {tuple(name.config.image_size)} images but the recipe trains at "
+                f"{tuple(image_size)}: build it with image_size={tuple(image_size)}, or choose a recipe of its size."
+            )
+        return name
+    options = {**load_kwargs, **({"image_size": tuple(image_size)} if image_size is not None else {})}
+    return load(name, pretrained=name not in list_models(), **options)
+
+
+def training_load_kwargs(load_kwargs: dict[str, Any] | None, recipe_image_size: str | Sequence[int]) -> dict[str, Any]:
+    """``load_for_finetuning``'s arguments for a training run: the recipe's image size, unless the caller's load
+    arguments name one explicitly (the explicit choice wins; ``run.json`` records the size used)."""
+    from ..data.images import image_size_of
+
+    options = dict(load_kwargs or {})
+    options["image_size"] = image_size_of(options.get("image_size", recipe_image_size))
+    return options
 
 
 def load_distributed(name: str, **kwargs: Any) -> BEVModel:

@@ -78,14 +78,48 @@ class WeightSpec:
                 return spec
         raise UnknownNameError(f"{self.id}: no file {path!r} in the registry entry; files: {[f.path for f in self.files]}.")
 
+    def model_config(self):  # type: ignore[no-untyped-def]
+        """The ``BEVModelConfig`` these weights were trained with (architecture + ``model_args``), after checking that
+        the entry's ``input`` and ``parts`` describe that network (``check_entry_matches``)."""
+        from ..models import get_model_config
+
+        config = get_model_config(self.architecture, **self.model_args)
+        check_entry_matches(self, config)
+        return config
+
     def transforms(self):  # type: ignore[no-untyped-def]
-        """The input pipeline these weights expect (image size, crop, normalisation, intrinsics update)."""
+        """The input pipeline these weights expect (image size, crop, normalisation, intrinsics update): the same
+        code as the training dataset's (``occfeat.data.images``), with the network's own input spec."""
         from .transforms import CameraTransform
 
-        return CameraTransform(tuple(self.input["image_size"]), tuple(self.input["mean"]), tuple(self.input["std"]))
+        config = self.model_config()
+        return CameraTransform(tuple(config.image_size), tuple(config.image_mean), tuple(config.image_std))
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.raw)
+
+
+def check_entry_matches(spec: WeightSpec, config: Any) -> None:
+    """Raise ``ConfigError`` when a registry entry's ``input`` (image size, normalisation, cameras, raster) or
+    ``parts`` disagree with the network its ``architecture`` and ``model_args`` build: the entry would promise users
+    an input the weights were not trained on."""
+    from ..conventions.geometry import NUSCENES_CAMERAS
+
+    grid = config.grid
+    built = {"image_size": list(config.image_size), "mean": list(config.image_mean), "std": list(config.image_std),
+             "cameras": list(NUSCENES_CAMERAS),  # every network takes the nuScenes rig, in this order
+             "bev_grid": {"x_range": list(grid.x_range), "y_range": list(grid.y_range), "resolution": grid.resolution}}
+    wrong = {k: (spec.input[k], built[k]) for k in built if k in spec.input and json.dumps(spec.input[k]) != json.dumps(built[k])}
+    if wrong:
+        details = "; ".join(f"input.{k} is {ours} but the network has {theirs}" for k, (ours, theirs) in wrong.items())
+        raise ConfigError(f"weights registry entry {spec.id!r}: {details}. Fix the entry's input (or its model_args): "
+                          "occfeat derives the network from architecture + model_args.")
+    from ..models import PARTS
+
+    expected = {part: f"{part}." for part in PARTS}
+    if spec.parts != expected:
+        raise ConfigError(f"weights registry entry {spec.id!r}: parts {spec.parts} should be {expected} (the "
+                          "network's parts and the state-dict prefix of each).")
 
 
 def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:

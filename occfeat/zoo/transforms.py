@@ -1,15 +1,17 @@
-"""The input pipeline a weight expects: resize + crop to its image size, ImageNet normalisation, intrinsics updated."""
+"""The input pipeline a weight expects, handed back with it (as open_clip and torchvision's weights API do): the
+training dataset's own code (``occfeat.data.images``) with the network's image size and normalisation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.images import image_transform, normalise, warp_image
 from ..errors import InputError
-from ..models.geometry import image_affine, update_intrinsics
+from ..conventions.geometry import update_intrinsics
 
 
 @dataclass(frozen=True)
@@ -28,21 +30,19 @@ class CameraTransform:
         """images (..., 3, H, W) uint8 (0-255) or float (0-1), intrinsics (..., 3, 3) of those images ->
         normalised float images (..., 3, h, w) at ``image_size`` and the matching intrinsics.
 
-        Resize to the target width (or height, if the result would be too short), then crop the excess rows from
-        the top (sky) and columns symmetrically: the standard nuScenes preprocessing.
+        Resize to the target width (or height, if the result would be too short; antialiased when shrinking), then
+        crop the excess rows from the top (sky) and columns symmetrically: the standard nuScenes preprocessing,
+        exactly as ``NuScenesBEV`` prepares evaluation images (uint8 input gives the same numbers).
         """
         if images.dim() < 3 or images.shape[-3] != 3:
             raise InputError(f"images: got shape {tuple(images.shape)}, expected (..., 3, H, W) RGB.")
-        pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        lead, (sh, sw) = pixels.shape[:-3], pixels.shape[-2:]
-        th, tw = self.image_size
-        scale = max(tw / sw, th / sh)
-        new_h, new_w = max(th, round(sh * scale)), max(tw, round(sw * scale))
-        resized = F.interpolate(pixels.reshape(-1, 3, sh, sw), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-        crop_x, crop_y = (new_w - tw) // 2, new_h - th
-        cropped = resized[..., crop_y : crop_y + th, crop_x : crop_x + tw]
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        normalised = ((cropped - mean) / std).reshape(*lead, 3, th, tw)
-        affine = image_affine((new_w / sw, new_h / sh), crop_xy=(float(crop_x), float(crop_y)))
-        return normalised, update_intrinsics(intrinsics.double(), affine).to(intrinsics.dtype)
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise InputError(f"images: dtype {images.dtype}; expected uint8 (0-255) or float (0-1).")
+        lead, source_hw = images.shape[:-3], tuple(images.shape[-2:])
+        affine = image_transform(source_hw, self.image_size, None)
+        arrays = images.reshape(-1, 3, *source_hw).permute(0, 2, 3, 1).cpu()
+        arrays = arrays.numpy() if images.dtype == torch.uint8 else arrays.float().numpy()
+        warped = np.stack([warp_image(np.ascontiguousarray(a), affine, self.image_size) for a in arrays])
+        pixels = torch.from_numpy(warped).permute(0, 3, 1, 2)
+        normalised = normalise(pixels, self.mean, self.std).reshape(*lead, 3, *self.image_size)
+        return normalised.to(images.device), update_intrinsics(intrinsics.double(), torch.from_numpy(affine)).to(intrinsics.dtype)

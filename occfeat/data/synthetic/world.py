@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ...errors import ConfigError
-from ...models.geometry import NUSCENES_CAMERAS
+from ...conventions.geometry import NUSCENES_CAMERAS
 from .annotate import points_in_boxes, visible_fractions
 from .catalog import visibility_token
 from .render import ground_texture, render_camera, scan_lidar, world_frame
