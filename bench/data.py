@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--skip-step", action="store_true", help="do not measure the bevformer-enb0 training step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from occfeat.data.synthetic import generate_world
+    from occfeat.synthetic import generate_world
 
     with tempfile.TemporaryDirectory() as folder:
         tic = time.perf_counter()

@@ -17,7 +17,7 @@ import numpy as np
 
 from occfeat.data import NuScenesBEV
 from occfeat.data.labels import LABEL_PROTOCOLS, rasterize_vehicles
-from occfeat.data.synthetic import generate_world
+from occfeat.synthetic import generate_world
 from occfeat.models.geometry import BEVGrid
 
 

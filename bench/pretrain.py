@@ -12,7 +12,7 @@
     python bench/pretrain.py --targets-only
     python bench/pretrain.py --arch simplebev-enb0 --repeats 5
 
-The Lidar is real ray-cast data: a generated world (``occfeat.data.synthetic``) read through ``NuScenesBEV`` with
+The Lidar is real ray-cast data: a generated world (``occfeat.synthetic``) read through ``NuScenesBEV`` with
 ``lidar_sweeps=5``, exactly what pretraining reads. Random network and teacher weights (speed does not depend on them).
 """
 
@@ -33,7 +33,7 @@ IMAGE_HW = (224, 480)
 def lidar_batches(samples: int) -> list[dict]:
     """Key frames of a generated world with 5 aggregated sweeps each (the first frames of a scene have fewer)."""
     from occfeat.data import NuScenesBEV, collate
-    from occfeat.data.synthetic import generate_world
+    from occfeat.synthetic import generate_world
 
     root = tempfile.mkdtemp(prefix="occfeat-bench-pretrain-")
     world = generate_world(root, scenes=1, samples_per_scene=samples + 2, image_hw=(90, 160), seed=0, progress=False)

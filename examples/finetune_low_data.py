@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from occfeat.data.synthetic import dataroot_or_world
+from occfeat.synthetic import dataroot_or_world
 from occfeat.finetune.training import finetune
 
 

@@ -16,7 +16,7 @@ import torch
 
 import occfeat
 from occfeat.data import NuScenesBEV, collate, data_options
-from occfeat.data.synthetic import dataroot_or_world
+from occfeat.synthetic import dataroot_or_world
 from occfeat.viz import save_prediction_png
 
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import occfeat
-from occfeat.data.synthetic import dataroot_or_world
+from occfeat.synthetic import dataroot_or_world
 from occfeat.pretrain import export_pretrain_run, pretrain
 
 

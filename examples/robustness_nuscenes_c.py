@@ -15,7 +15,7 @@ from pathlib import Path
 
 import occfeat
 from occfeat.data import CORRUPTIONS, SEVERITIES, NuScenesBEV, data_options
-from occfeat.data.synthetic import dataroot_or_world
+from occfeat.synthetic import dataroot_or_world
 from occfeat.finetune.evaluation import evaluate_corruptions
 
 

@@ -242,27 +242,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Verbs whose arguments and handler live in a module that imports torch: loaded only when the verb is used, so that
-# `occfeat --version` and `occfeat --help` stay instant. verb -> (module, add_arguments, run, help).
-_LAZY_VERBS = {
-    "synth": (
-        "occfeat.data.synthetic",
-        "add_synth_arguments",
-        "run_synth",
-        "write a procedural nuScenes-format dataroot (the synthetic world)",
-    ),
-}
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.images import image_size_of
+    from .synthetic import generate_world, render_sample_png
+
+    summary = generate_world(
+        args.out_dir, scenes=args.scenes, samples_per_scene=args.samples_per_scene,
+        image_hw=image_size_of(args.image_size), seed=args.seed, version=args.version,
+        sweeps_per_sample=args.sweeps_per_sample, instance_masks=args.instance_masks, semantic_maps=args.semantic_maps,
+        overwrite=args.overwrite,
+    )
+    if args.png:
+        from nuscenes import NuScenes
+
+        nusc = NuScenes(summary.version, str(summary.dataroot), verbose=False)
+        scene = nusc.scene[0]
+        sample = nusc.get("sample", scene["first_sample_token"])
+        for _ in range(scene["nbr_samples"] // 2):
+            sample = nusc.get("sample", sample["next"])
+        path = render_sample_png(summary.dataroot, summary.version, sample["token"],
+                                 summary.dataroot / "synth_sample.png", nusc=nusc)
+        print(f"picture of {scene['name']} at {path}")
+    return 0
 
 
-def _add_lazy_verbs(verbs: argparse._SubParsersAction, selected: str | None) -> None:
-    import importlib
-
-    for verb, (module, add_arguments, run, help_text) in _LAZY_VERBS.items():
-        parser = verbs.add_parser(verb, help=help_text)
-        if verb == selected:
-            loaded = importlib.import_module(module)
-            getattr(loaded, add_arguments)(parser)
-            parser.set_defaults(func=getattr(loaded, run))
+def _add_synth_verb(verbs: argparse._SubParsersAction) -> None:
+    synth = verbs.add_parser("synth", help="write a procedural nuScenes-format dataroot (the synthetic world)")
+    synth.add_argument("out_dir", metavar="DIR", help="dataroot to write")
+    synth.add_argument("--scenes", type=int, default=4, help="number of scenes (default: %(default)s)")
+    synth.add_argument("--samples-per-scene", type=int, default=10,
+                       help="key frames per scene, 0.5 s apart (default: %(default)s)")
+    synth.add_argument("--image-size", default="288x512", help="HEIGHTxWIDTH of the camera images "
+                       "(default: %(default)s; nuScenes is 900x1600)")
+    synth.add_argument("--seed", type=int, default=0, help="the world is a function of the seed (default: 0)")
+    synth.add_argument("--sweeps-per-sample", type=int, default=4,
+                       help="Lidar sweeps between key frames (nuScenes: 9; default: %(default)s)")
+    synth.add_argument("--version", default="v1.0-synthetic", help="table folder name (default: %(default)s)")
+    synth.add_argument("--instance-masks", action="store_true", help="also write per-pixel instance masks")
+    synth.add_argument("--semantic-maps", action="store_true",
+                       help="also write per-pixel class maps (and the instance masks) beside the key-frame images")
+    synth.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in DIR")
+    synth.add_argument("--png", action="store_true", help="also draw one sample to DIR/synth_sample.png")
+    synth.set_defaults(func=_cmd_synth)
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -385,7 +406,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     export.add_argument("--weight-id", default=None, help="pretraining runs: the weight id recorded in config.json")
     export.set_defaults(func=_cmd_export)
 
-    _add_lazy_verbs(verbs, selected)
+    _add_synth_verb(verbs)
 
     demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")

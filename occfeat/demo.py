@@ -3,7 +3,7 @@
 The paper: pretrain on every train frame without labels, fine-tune on 1 % of them, and OccFeat beats occupancy-only
 pretraining, which beats no pretraining. The miniature keeps that design:
 
-1. ``occfeat.data.synthetic`` writes a nuScenes-format dataroot (the real nuscenes-devkit reads it) whose train
+1. ``occfeat.synthetic`` writes a nuScenes-format dataroot (the real nuscenes-devkit reads it) whose train
    scenes are the unlabelled pretraining pool and whose held-out scenes (several towns) are the evaluation split,
    fixed for every run. The labelled subsets are nested, seeded fractions of the train split, so the pool is
    ``1 / fraction`` times the labelled set (10x and more).
@@ -129,7 +129,7 @@ QUICK = ComparisonSettings(scenes=5, samples_per_scene=4, world_image_hw=(90, 16
 
 
 def _world(settings: ComparisonSettings, root: Path, progress: bool) -> Any:
-    from .data.synthetic import generate_world
+    from .synthetic import generate_world
 
     # semantic_maps: the stand-in teacher's input, side-car files outside the nuScenes tables.
     return generate_world(root, scenes=settings.scenes, samples_per_scene=settings.samples_per_scene,

@@ -69,7 +69,7 @@ def make_batch(image_hw: tuple[int, int], batch_size: int = 1) -> dict[str, torc
 @pytest.fixture(scope="session")
 def synthetic_world(tmp_path_factory):
     """One tiny procedural nuScenes-format dataroot shared by the data tests: 2 scenes x 3 key frames, 90x160."""
-    from occfeat.data.synthetic import generate_world
+    from occfeat.synthetic import generate_world
 
     return generate_world(
         tmp_path_factory.mktemp("world"), scenes=2, samples_per_scene=3, image_hw=(90, 160), seed=0, progress=False

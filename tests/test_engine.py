@@ -111,13 +111,15 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_and_the_run_r
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "signum, to_group, workers",
-    [(signal.SIGTERM, False, 1), (signal.SIGINT, True, 1), (signal.SIGTERM, True, 2)],
+    "signum, to_group, workers, accum",
+    [(signal.SIGTERM, False, 1, 1), (signal.SIGINT, True, 1, 1), (signal.SIGTERM, True, 2, 2)],
     ids=["SIGTERM (scheduler)", "SIGINT to the process group (Ctrl-C), data worker included",
-         "SIGTERM to the process group (SLURM pre-emption), two data workers included"],
+         "SIGTERM to the process group (SLURM pre-emption), two data workers, a batch still to load in the step"],
 )
-def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path, signum, to_group, workers):
-    out, config = tmp_path / "run", {"max_steps": 12, "num_workers": workers}
+def test_a_signal_finishes_the_step_checkpoints_exits_cleanly_and_the_run_resumes(tmp_path, signum, to_group, workers,
+                                                                                  accum):
+    # With accumulation the signal arrives in the step's first micro-batch: the step still loads its second one.
+    out, config = tmp_path / "run", {"max_steps": 12, "num_workers": workers, "grad_accum_steps": accum}
     proc = child(out, {**config, "pause_at": 6}, start_new_session=True)
     assert proc.stdout.readline() == "paused\n", proc.stderr.read()  # inside step 6
     (os.killpg if to_group else os.kill)(proc.pid, signum)

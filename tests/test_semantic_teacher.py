@@ -13,7 +13,7 @@ from PIL import Image
 
 from occfeat.data import NuScenesBEV
 from occfeat.data.nuscenes import Augmentation, image_transform, warp_image
-from occfeat.data.synthetic import SEMANTIC_CLASSES, generate_world, instance_mask_path, semantic_map_path
+from occfeat.synthetic import SEMANTIC_CLASSES, generate_world, instance_mask_path, semantic_map_path
 from occfeat.errors import InputError
 from occfeat.models.geometry import NUSCENES_CAMERAS
 from occfeat.pretrain import STAND_IN_TEACHER, SemanticTeacher, pretrain

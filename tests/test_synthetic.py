@@ -15,7 +15,7 @@ from nuscenes.utils.geometry_utils import points_in_box, view_points
 from PIL import Image
 from pyquaternion import Quaternion
 
-from occfeat.data.synthetic import (
+from occfeat.synthetic import (
     SPLITS_FILENAME,
     add_synth_arguments,
     generate_world,

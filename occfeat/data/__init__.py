@@ -1,5 +1,5 @@
 """nuScenes through nuscenes-devkit: samples, cameras, labels, Lidar, augmentation, low-data subsets.
-``occfeat.data.synthetic`` writes procedural nuScenes-format dataroots that the real devkit reads."""
+``occfeat.synthetic`` writes procedural nuScenes-format dataroots that the real devkit reads."""
 
 from .corruptions import CORRUPTIONS, SEVERITIES, apply_corruption, corruption_table
 from .loader import make_loader, seed_worker

@@ -4,8 +4,8 @@ A raw camera image becomes a network image in three steps, each owned here:
 
 1. ``image_transform``: the (3, 3) pixel map, ``occfeat.conventions.geometry.resize_crop_for`` (resize to the network
    width, crop the sky rows and the side columns), with random zoom, rotation and crop shift when augmenting.
-2. ``warp_image``: the pixels. When the map shrinks the image (nuScenes' 1600x900 to 480 wide is 3.3x), an area
-   resize (``cv2.INTER_AREA``, a box low-pass like PIL's antialiased resize, which LSS and PointBeV use) takes the
+2. ``warp_image``: the pixels. When the map shrinks the image (nuScenes' 1600x900 to 480 wide is 3.3x), PIL's
+   antialiased bilinear resize (what LSS and PointBeV resize with; torch's ``interpolate(antialias=True)``) takes the
    image to the map's scale first, and the residual map (crop, rotation, sub-pixel remainder; a scale near 1) is
    applied with bilinear interpolation. A bilinear warp alone would sample one pixel in 3.3 and alias. Maps of ids
    (class, instance) are sampled at the nearest pixel, never averaged.
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -78,10 +79,21 @@ def warp_image(image: np.ndarray, affine: np.ndarray, target_hw: tuple[int, int]
     if scale < 1.0 - _SHRINK_TOLERANCE:
         height, width = image.shape[:2]
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        # cv2.resize moves pixel u to s * (u + 0.5) - 0.5, which is image_affine's convention: remove it from the map.
+        image = _antialiased_resize(image, (new_h, new_w))
+        # The resize moves pixel u to s * (u + 0.5) - 0.5, which is image_affine's convention: remove it from the map.
         affine = affine @ np.linalg.inv(image_affine((new_w / width, new_h / height)).numpy())
     return cv2.warpAffine(image, affine[:2], size, flags=cv2.INTER_LINEAR)
+
+
+def _antialiased_resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """PIL's antialiased bilinear resize (a triangle filter as wide as the scale), as torch implements it, on an
+    (H, W[, C]) uint8 or float32 array; same dtype back."""
+    image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # decoded files are read-only
+    pixels = torch.from_numpy(image)
+    planes = pixels.permute(2, 0, 1) if pixels.dim() == 3 else pixels[None]
+    resized = F.interpolate(planes[None], size=size_hw, mode="bilinear", antialias=True, align_corners=False)[0]
+    out = resized.permute(1, 2, 0) if pixels.dim() == 3 else resized[0]
+    return np.ascontiguousarray(out.numpy())
 
 
 def normalise(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -257,7 +257,7 @@ class NuScenesBEV(Dataset):
 
     def _side_cars(self, sample_data: dict) -> tuple[np.ndarray, np.ndarray]:
         """The generated world's (class ids, instance ids) maps of a camera image, at the source resolution."""
-        from .synthetic import instance_mask_path, semantic_map_path
+        from ..synthetic import instance_mask_path, semantic_map_path
 
         paths = (semantic_map_path(self.dataroot, sample_data["filename"]),
                  instance_mask_path(self.dataroot, sample_data["filename"]))

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..io import atomic_write, fsync
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -52,6 +53,33 @@ def list_checkpoints(root: str | Path) -> list[Path]:
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+# The attribute (and state-dict prefix) of the trained BEVModel inside the module both trainers train: a checkpoint's
+# network weights are its "network." keys, whatever else (loss weights, the pretraining head) it holds.
+NETWORK_PREFIX = "network."
+_LEGACY_PREFIXES = ("model.",)  # fine-tuning runs before 0.13 wrapped the network as "model"
+
+
+def run_network_state(run_dir: str | Path, which: str = "best") -> tuple[dict[str, Tensor], Path]:
+    """The BEV network's weights of a training run (``occfeat finetune`` or ``occfeat pretrain``), keys as a bare
+    ``BEVModel`` has them, and the file they came from. ``which``: ``"best"`` (the best evaluation's weights, else the
+    latest checkpoint) or ``"latest"``."""
+    run = Path(run_dir)
+    if which not in ("best", "latest"):
+        raise ConfigError(f"which={which!r}: expected 'best' or 'latest'.")
+    weights = run / BEST_FILE if which == "best" and (run / BEST_FILE).is_file() else None
+    if weights is None:
+        latest = latest_checkpoint(run)
+        if latest is None:
+            raise ConfigError(f"{run} holds no checkpoint: train first (occfeat finetune|pretrain ... --out {run}).")
+        weights = latest / MODEL_FILE
+    state = load_file(str(weights))
+    for prefix in (NETWORK_PREFIX, *_LEGACY_PREFIXES):
+        network = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if network:
+            return network, weights
+    raise ConfigError(f"{weights}: no {NETWORK_PREFIX!r} weights; it is not an occfeat training checkpoint.")
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

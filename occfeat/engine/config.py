@@ -12,6 +12,13 @@ DEVICES = ("auto", "cpu", "cuda")
 BEST_MODES = ("max", "min")
 
 
+# AdamW + OneCycle as the BEV segmentation recipe sets them; the fine-tuning and pretraining recipes take these too.
+DEFAULT_LR = 3e-4  # peak learning rate
+DEFAULT_WEIGHT_DECAY = 1e-7
+DEFAULT_WARMUP_FRACTION = 0.05
+DEFAULT_GRAD_CLIP = 5.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one run. Defaults follow the BEV segmentation recipe (``docs/bev-networks.md``, "Optimisation").
@@ -26,10 +33,10 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: int | None = None
     # optimisation: AdamW + OneCycle (linear warm-up over warmup_fraction of the steps, then linear decay)
-    lr: float = 3e-4  # peak learning rate; a parameter group may set its own "lr"
-    weight_decay: float = 1e-7
-    warmup_fraction: float = 0.05
-    grad_clip: float | None = 5.0  # max global gradient norm; None disables clipping
+    lr: float = DEFAULT_LR  # peak learning rate; a parameter group may set its own "lr"
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    warmup_fraction: float = DEFAULT_WARMUP_FRACTION
+    grad_clip: float | None = DEFAULT_GRAD_CLIP  # max global gradient norm; None disables clipping
     grad_accum_steps: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 adds a GradScaler (CUDA only)
     device: Literal["auto", "cpu", "cuda"] = "auto"

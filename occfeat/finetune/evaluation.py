@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import NuScenesBEV, collate
@@ -19,13 +19,8 @@ from ..data.corruptions import CORRUPTIONS, SEVERITIES, SEVERITY_NAMES, check_co
 from ..engine import distributed as dist_utils
 from ..engine.data import move_to_device
 from ..viz import save_image_grid, save_prediction_png
+from ..runs import rank_shard
 from .metrics import IoUMeter
-
-
-def _shard(dataset: NuScenesBEV) -> Subset:
-    """This rank's samples, every world_size-th one: no padding, so summed counts are exact (a DistributedSampler
-    would repeat samples to even out the shards)."""
-    return Subset(dataset, list(range(dist_utils.rank(), len(dataset), dist_utils.world_size())))
 
 
 @torch.no_grad()
@@ -48,7 +43,7 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     meter = IoUMeter(model.config.map_classes)
-    loader = DataLoader(_shard(dataset), batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(rank_shard(dataset), batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     written = 0
     show = progress and dist_utils.is_main()
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not show, leave=False):

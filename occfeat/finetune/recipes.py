@@ -17,6 +17,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..data.labels import DEFAULT_LABEL_PROTOCOL
+from ..engine.config import DEFAULT_GRAD_CLIP, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
 from ..errors import UnknownNameError
 
 
@@ -25,18 +27,19 @@ class FinetuneRecipe:
     name: str
     image_size: str  # a preset of occfeat.data.IMAGE_PRESETS
     batch_size: int  # global batch (split across DDP ranks)
-    lr: float = 3e-4
-    weight_decay: float = 1e-7
-    warmup_fraction: float = 0.05
-    grad_clip: float = 5.0
+    lr: float = DEFAULT_LR
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    warmup_fraction: float = DEFAULT_WARMUP_FRACTION
+    grad_clip: float = DEFAULT_GRAD_CLIP
     epochs: float = 100.0
     min_steps: int = 5000
     precision: str = "bf16"  # on CUDA; the CPU runs fp32
     augment: bool = True
     visibility_filter: bool = True
-    label_protocol: str = "lss"  # the vehicle raster (occfeat.data.labels): "lss" is the literature's
+    label_protocol: str = DEFAULT_LABEL_PROTOCOL  # the vehicle raster (occfeat.data.labels): "lss", the literature's
     backbone_lr_mult: float = 1.0
     eval_every: int = 5000
+    checkpoint_every: int = 1000  # steps; the engine also checkpoints at the end and on pre-emption
     num_workers: int = 6
 
     def replace(self, **changes: object) -> "FinetuneRecipe":
@@ -54,7 +57,7 @@ RECIPES: dict[str, FinetuneRecipe] = {
     # The tiny architectures on a generated world, on a laptop CPU: minutes, not days.
     "cpu-tiny": FinetuneRecipe(
         "cpu-tiny", image_size="112x240", batch_size=2, lr=1e-3, epochs=20.0, min_steps=60, precision="fp32",
-        eval_every=50, num_workers=0,
+        eval_every=50, checkpoint_every=100, num_workers=0,
     ),
 }
 

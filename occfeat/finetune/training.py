@@ -10,7 +10,6 @@ One command from a laptop CPU to many GPUs::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,27 +19,25 @@ from torch import nn
 
 from ..data import Augmentation, NuScenesBEV, data_options, make_loader, save_subset
 from ..data.labels import check_label_protocol
-from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils, seed_everything
-from ..errors import ConfigError
+from ..engine import Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..models import BEVModel
+from ..runs import FINETUNE_KIND, RUN_FILE, export, train_config, write_run_record  # noqa: F401  (RUN_FILE: public here too)
 from ..zoo.loading import load_for_finetuning, training_load_kwargs  # their owner is the zoo
 from .evaluation import evaluate_model, write_report
 from .freezing import freeze, param_groups
 from .losses import SegmentationLoss
 from .recipes import FinetuneRecipe, get_recipe, schedule_steps
 
-RUN_FILE = "run.json"
-
-
 class _ModelWithLoss(nn.Module):
-    """The network and its loss as one module, so DDP sees (and synchronises) the learned loss weights too."""
+    """The network and its loss as one module, so DDP sees (and synchronises) the learned loss weights too. The
+    network is ``network``, as in the pretrainer: checkpoints of both kinds of run hold it under the same prefix."""
 
-    def __init__(self, model: BEVModel, loss: SegmentationLoss):
+    def __init__(self, network: BEVModel, loss: SegmentationLoss):
         super().__init__()
-        self.model, self.loss = model, loss
+        self.network, self.loss = network, loss
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])
+        outputs = self.network(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])
         return self.loss(outputs, batch)
 
 
@@ -113,43 +110,37 @@ def finetune(
         freeze(network, list(freeze_parts), bn="eval")
     loss = SegmentationLoss(config.heads, visibility_filter=recipe.visibility_filter)
     wrapped = _ModelWithLoss(network, loss)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    train_config = TrainConfig(
-        out_dir=str(out), max_steps=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
-        warmup_fraction=recipe.warmup_fraction, grad_clip=recipe.grad_clip,
-        precision=recipe.precision if use_cuda else "fp32", device=device,
-        checkpoint_every=max(1, min(1000, steps // 5)), eval_every=min(recipe.eval_every, steps),
-        best_metric="vehicle_iou", log_every=max(1, min(50, steps // 20)), progress=progress, seed=seed,
-    )
+    config_of_run = train_config(recipe, out_dir=out, steps=steps, device=device, progress=progress, seed=seed,
+                                 best_metric="vehicle_iou")
 
     def step_fn(module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         return module(batch)
 
     def groups(module: nn.Module) -> list[dict[str, Any]]:
-        return param_groups(module.model, recipe.lr, weight_decay=recipe.weight_decay,
+        return param_groups(module.network, recipe.lr, weight_decay=recipe.weight_decay,
                             part_lr_mult={"backbone": recipe.backbone_lr_mult}, extra_modules={"loss": module.loss})
 
     def evaluate(module: nn.Module) -> dict[str, float]:
-        return evaluate_model(module.model, val_set, batch_size=max(1, per_process))
+        return evaluate_model(module.network, val_set, batch_size=max(1, per_process))
 
     trainer = Trainer(
         wrapped, step_fn,
         lambda: make_loader(train_set, per_process, shuffle=True, drop_last=True, seed=seed,
                             num_workers=recipe.num_workers),
-        train_config, param_groups=groups, evaluate=evaluate,
+        config_of_run, param_groups=groups, evaluate=evaluate,
     )
     if dist_utils.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_subset(train_set.sample_tokens, out / "subset.json")
-        (out / RUN_FILE).write_text(json.dumps({
-            "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
+        write_run_record(out, {
+            "kind": FINETUNE_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
             "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version,
             "train_split": train_split, "val_split": val_split, "fraction": fraction, "count": count,
             "train_samples": len(train_set), "val_samples": len(val_set), "seed": seed, "steps": steps,
             "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
             "label_protocol": recipe.label_protocol,
             "freeze_parts": list(freeze_parts), "processes": world,
-        }, indent=2, default=str) + "\n")
+        })
     result = trainer.fit()
     metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,
                              picture_dir=out / "pictures")
@@ -160,32 +151,7 @@ def finetune(
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best") -> dict[str, str]:
-    """A fine-tuned run -> a ``save_pretrained`` folder that ``occfeat.load("local-dir:...")`` reads.
-
-    ``which``: ``"best"`` (the best evaluation's weights, falling back to the latest checkpoint) or ``"latest"``.
-    """
-    from safetensors.torch import load_file
-
-    from ..engine.checkpoint import BEST_FILE, MODEL_FILE, latest_checkpoint
-    from ..models import BEVModelConfig
-    from ..zoo.publishing import save_pretrained
-
-    run = Path(run_dir)
-    if not (run / RUN_FILE).is_file():
-        raise ConfigError(f"{run} is not a run folder (no {RUN_FILE}): give the --out folder of `occfeat finetune` or `occfeat pretrain`.")
-    info = json.loads((run / RUN_FILE).read_text())
-    weights = run / BEST_FILE if which == "best" and (run / BEST_FILE).is_file() else None
-    if weights is None:
-        latest = latest_checkpoint(run)
-        if latest is None:
-            raise ConfigError(f"{run} holds no checkpoint to export: train first (occfeat finetune ... --out {run}).")
-        weights = latest / MODEL_FILE
-    state = load_file(str(weights))
-    state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}  # drop the loss's weights
-    with torch.device("meta"):
-        model = BEVModel(BEVModelConfig.from_dict(info["model_config"]))
-    model.load_state_dict(state, assign=True)
-    provenance = {"source": "occfeat finetune", "run": str(run), "weights": weights.name, "fine_tuned_from": info["model"],
-                  "fraction": info["fraction"], "train_samples": info["train_samples"], "steps": info["steps"],
-                  "recipe": info["recipe"]}
-    return save_pretrained(model, out_dir, provenance=provenance)
+    """A fine-tuned run -> a ``save_pretrained`` folder that ``occfeat.load("local-dir:...")`` reads
+    (``occfeat.runs.export``). ``which``: ``"best"`` (the best evaluation's weights, falling back to the latest
+    checkpoint) or ``"latest"``."""
+    return export(run_dir, out_dir, which=which)

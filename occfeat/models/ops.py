@@ -160,3 +160,36 @@ def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int], padding: str = "zeros") 
         weights = weights * ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h))
     # With "border", a tap past the last cell has weight 0 (the location sits exactly on the last centre).
     return ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1), weights
+
+
+def average_over_cameras(
+    table: Tensor,
+    map_hw: tuple[int, int],
+    unit_xy: Tensor,
+    pair_bag: Tensor,
+    pair_map: Tensor,
+    bags: int,
+    padding: str = "zeros",
+) -> tuple[Tensor, Tensor]:
+    """Bilinear samples of camera feature maps at projected points, averaged over the cameras that see each point:
+    the lifting of SimpleBEV and the teacher targets of OccFeat, one gather.
+
+    Args:
+        table: (M * H * W, C) the rows of M feature maps of size ``map_hw`` (map-major, then row-major cells).
+        unit_xy: (K, 2) unit coordinates (``pixels_to_unit``) of K (point, camera) pairs where the camera sees the point.
+        pair_bag: (K,) the point ("bag") of each pair, ascending: a point's pairs are consecutive.
+        pair_map: (K,) the feature map (sample * cameras + camera) each pair samples.
+        bags: the number of points; a point no camera sees gets zeros.
+        padding: ``bilinear_taps``' "zeros" or "border".
+    Returns:
+        (bags, C) the mean over seeing cameras of the bilinear samples, and (bags,) how many cameras see each point.
+    """
+    height, width = map_hw
+    taps, weights = bilinear_taps(unit_xy, map_hw, padding=padding)  # (K, 4)
+    rows = taps + (pair_map * (height * width)).unsqueeze(1)
+    seen_by = torch.bincount(pair_bag, minlength=bags)  # (bags,)
+    weights = weights / seen_by[pair_bag].unsqueeze(1)
+    offsets = 4 * (torch.cumsum(seen_by, 0) - seen_by)  # each point: one bag of 4 taps per camera that sees it
+    averaged = F.embedding_bag(rows.view(-1), table, offsets, mode="sum",
+                               per_sample_weights=weights.view(-1).to(table.dtype))
+    return averaged, seen_by

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from .layers import conv_norm_act
-from .ops import bilinear_taps
+from .ops import average_over_cameras
 
 
 class BilinearLifting(nn.Module):
@@ -40,17 +38,11 @@ class BilinearLifting(nn.Module):
         projection = project_to_cameras(points, intrinsics.float(), cam_to_ego.float(), image_hw)
         # The visible (b, voxel, camera) pairs, grouped by voxel: each voxel's pairs form one bag of 4 taps each.
         visible = projection.visible.permute(0, 2, 1)  # (B, P, N)
-        pair_b, pair_p, pair_n = visible.nonzero(as_tuple=True)
+        pair_b, pair_p, pair_n = visible.nonzero(as_tuple=True)  # sorted by (b, voxel)
         unit = pixels_to_unit(projection.pixels[pair_b, pair_n, pair_p], image_hw)  # (K, 2)
-        taps, tap_weights = bilinear_taps(unit, (hf, wf))  # (K, 4)
-        rows = taps + ((pair_b * n + pair_n) * (hf * wf)).unsqueeze(1)
-        cameras_seeing = visible.sum(dim=-1).view(-1)  # (B*P,)
-        tap_weights = tap_weights / cameras_seeing[pair_b * voxels.shape[1] + pair_p].unsqueeze(1)
-        offsets = 4 * (torch.cumsum(cameras_seeing, 0) - cameras_seeing)
         table = features.permute(0, 1, 3, 4, 2).reshape(b * n * hf * wf, c)
-        lifted = F.embedding_bag(
-            rows.view(-1), table, offsets, mode="sum", per_sample_weights=tap_weights.view(-1).to(table.dtype)
-        )  # (B*P, C); a voxel no camera sees is an empty bag: zeros
+        lifted, _ = average_over_cameras(table, (hf, wf), unit, pair_b * voxels.shape[1] + pair_p, pair_b * n + pair_n,
+                                         b * voxels.shape[1])  # (B*P, C); a voxel no camera sees: zeros
         return lifted.view(b, h, w, num_z, c).permute(0, 4, 3, 1, 2)
 
     def forward(

@@ -14,6 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..engine.config import DEFAULT_GRAD_CLIP, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
 from ..errors import ConfigError, UnknownNameError
 from .head import MODES
 from .targets import OCCUPANCY_Z_RANGE, OCCUPANCY_Z_RESOLUTION
@@ -26,10 +27,10 @@ class PretrainRecipe:
     image_size: str  # a preset of occfeat.data.IMAGE_PRESETS
     batch_size: int  # global batch (split across DDP ranks)
     epochs: float
-    lr: float = 3e-4
-    weight_decay: float = 1e-7
-    warmup_fraction: float = 0.05
-    grad_clip: float = 5.0
+    lr: float = DEFAULT_LR
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    warmup_fraction: float = DEFAULT_WARMUP_FRACTION
+    grad_clip: float = DEFAULT_GRAD_CLIP
     grad_accum_steps: int = 1  # micro-batches per step (per process): the global batch is batch_size * this
     shuffle: bool = True  # False: key frames in order (e.g. to compare DDP with one process)
     precision: str = "bf16"  # on CUDA; the CPU runs fp32

@@ -27,12 +27,11 @@ import dataclasses
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
 from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
-from ..models.ops import bilinear_taps
+from ..models.ops import average_over_cameras
 
 # The paper's grid is not published; ours (docs/method.md): the 200x200 raster, 16 heights of 0.4 m from 1 m below the
 # ego origin (the rear axle, ~0.5 m above the road) to 5.4 m, which covers cars, trucks, buses and most buildings'
@@ -143,26 +142,21 @@ def sample_teacher_features(
     sample_of = unravel_voxel_index(voxel_index, grid)[0]
     centers = voxel_centers_of(voxel_index, grid)  # projected in float32, like the network's own geometry
     table = teacher_maps.detach().float().permute(0, 1, 3, 4, 2).reshape(b * n * fh * fw, d)  # one row per patch
-    counts, taps, weights = [], [], []
+    units, bags, maps = [], [], []
+    first = 0  # the flat voxel index of sample i's first voxel
     for i in range(b):  # B is a few samples per process; each has its own number of occupied voxels
         xyz = centers[sample_of == i]
         if bev_aug is not None:
             xyz = transform_points(bev_aug[i].float(), xyz)
         projection = project_to_cameras(xyz[None], intrinsics[i : i + 1].float(), cam_to_ego[i : i + 1].float(), image_hw)
-        visible = projection.visible[0].T  # (K_i, N)
-        voxel, camera = visible.nonzero(as_tuple=True)  # voxel-major: each voxel's cameras are consecutive
-        unit = pixels_to_unit(projection.pixels[0, camera, voxel], image_hw)  # (pairs, 2)
-        flat, tap_weight = bilinear_taps(unit, (fh, fw), padding="border")  # (pairs, 4)
-        count = visible.sum(1)
-        taps.append(flat + ((i * n + camera) * fh * fw)[:, None])
-        weights.append(tap_weight / count[voxel, None])
-        counts.append(count)
-    count = torch.cat(counts)
-    offsets = torch.cumsum(count * 4, 0) - count * 4  # every voxel is one bag of 4 taps per camera that sees it
-    features = F.embedding_bag(
-        torch.cat(taps).flatten(), table, offsets, mode="sum", per_sample_weights=torch.cat(weights).flatten().float()
-    )
-    return features, count > 0
+        voxel, camera = projection.visible[0].T.nonzero(as_tuple=True)  # voxel-major: a voxel's cameras are consecutive
+        units.append(pixels_to_unit(projection.pixels[0, camera, voxel], image_hw))  # (pairs, 2)
+        bags.append(first + voxel)
+        maps.append(i * n + camera)
+        first += len(xyz)
+    features, seen_by = average_over_cameras(table, (fh, fw), torch.cat(units), torch.cat(bags), torch.cat(maps),
+                                             len(voxel_index), padding="border")
+    return features, seen_by > 0
 
 
 def build_targets(

@@ -248,7 +248,7 @@ class SemanticTeacher(nn.Module):
         storage_dtype: torch.dtype = torch.float16,
     ):
         super().__init__()
-        from ..data.synthetic.semantic import SEMANTIC_CLASSES
+        from ..synthetic.semantic import SEMANTIC_CLASSES
 
         generator = torch.Generator().manual_seed(seed)
         classes = F.normalize(torch.randn(len(SEMANTIC_CLASSES), feature_dim, generator=generator), dim=1)

@@ -21,23 +21,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import Augmentation, NuScenesBEV, collate, data_options, make_loader
-from ..engine import TrainConfig, Trainer, TrainResult, distributed as dist_utils
+from ..engine import Trainer, TrainResult, distributed as dist_utils
 from ..engine.data import move_to_device
 from ..errors import ConfigError
 from ..models import BEVModel
+from ..runs import PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, rank_shard, train_config, write_run_record  # noqa: F401
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
 from .recipes import PretrainRecipe, get_recipe
 from .teacher import STAND_IN_TEACHER, Teacher, TeacherCache, WithTeacherFeatures, build_teacher, teacher_maps_for
 
-RUN_FILE = "run.json"
-RUN_KIND = "occfeat pretrain"
-# The parts a pretraining run trains and exports; the segmentation heads stay untrained (fresh at fine-tuning).
-PRETRAINED_PARTS = ("backbone", "neck", "view_transform", "decoder")
+RUN_KIND = PRETRAIN_KIND  # the run.json kind; RUN_FILE and PRETRAINED_PARTS are occfeat.runs' (imported here too)
 
 
 def default_cache_dir() -> Path:
@@ -84,8 +82,7 @@ def evaluate_pretraining(
     pretrainer.eval()
     names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "cosine_sum", "distilled"]
     totals = dict.fromkeys(names, 0.0)
-    shard = Subset(dataset, list(range(dist_utils.rank(), len(dataset), dist_utils.world_size())))
-    loader = DataLoader(shard, batch_size=batch_size, collate_fn=collate)
+    loader = DataLoader(rank_shard(dataset), batch_size=batch_size, collate_fn=collate)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress or not dist_utils.is_main(), leave=False):
         batch = move_to_device(batch, device)
         maps = teacher_maps_for(batch, teacher, cache) if uses_features else None
@@ -191,14 +188,7 @@ def pretrain(
 
     steps = max_steps or recipe.steps(len(train_set))
     world, per_process = dist_utils.split_global_batch(recipe.batch_size, len(train_set))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    train_config = TrainConfig(
-        out_dir=str(out), max_steps=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
-        warmup_fraction=recipe.warmup_fraction, grad_clip=recipe.grad_clip, grad_accum_steps=recipe.grad_accum_steps,
-        precision=recipe.precision if use_cuda else "fp32", device=device,
-        checkpoint_every=max(1, min(recipe.checkpoint_every, steps)), eval_every=min(recipe.eval_every, steps),
-        log_every=max(1, min(50, steps // 20)), progress=progress, seed=seed,
-    )
+    config_of_run = train_config(recipe, out_dir=out, steps=steps, device=device, progress=progress, seed=seed)
     wrap = (lambda dataset: WithTeacherFeatures(dataset, cache)) if cache is not None else (lambda dataset: dataset)
 
     def step_fn(module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -217,13 +207,12 @@ def pretrain(
         pretrainer, step_fn,
         lambda: make_loader(wrap(train_set), per_process, shuffle=recipe.shuffle, drop_last=True, seed=seed,
                             num_workers=recipe.num_workers),
-        train_config, evaluate=evaluate if val_set is not None else None,
+        config_of_run, evaluate=evaluate if val_set is not None else None,
     )
     if teacher is not None:
         teacher.to(trainer.device)
     if dist_utils.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps({
+        write_run_record(out, {
             "kind": RUN_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
             "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version, "split": split,
             "val_split": val_split, "samples": len(train_set), "val_samples": len(val_set) if val_set else 0,
@@ -232,7 +221,7 @@ def pretrain(
             "teacher_role": (f"{STAND_IN_TEACHER}: a stand-in for DINOv2 on generated worlds, not OccFeat's teacher"
                              if stand_in else "OccFeat's image teacher" if teacher else None),
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
-        }, indent=2, default=str) + "\n")
+        })
     result = trainer.fit()
     metrics: dict[str, float] = {}
     if val_set is not None:  # evaluated at the last step already, unless the run was resumed after it or pre-empted
@@ -258,29 +247,7 @@ def is_pretrain_run(run_dir: str | Path) -> bool:
 def export_pretrain_run(run_dir: str | Path, out_dir: str | Path, *, weight_id: str | None = None) -> dict[str, str]:
     """A pretraining run -> a ``save_pretrained`` folder of the BEV network without any head (neither the auxiliary
     head nor the untrained segmentation heads): ``occfeat.load("local-dir:OUT")`` builds fresh heads and reports
-    them as re-initialised. ``config.json`` records the run's recipe, teacher and provenance."""
-    from safetensors.torch import load_file
-
-    from ..engine.checkpoint import MODEL_FILE, latest_checkpoint
-    from ..models import BEVModelConfig
-    from ..zoo.publishing import save_pretrained
-
-    run = Path(run_dir)
-    if not is_pretrain_run(run):
-        raise ConfigError(f"{run} is not an `occfeat pretrain` run (no {RUN_FILE} with kind {RUN_KIND!r}).")
-    info = json.loads((run / RUN_FILE).read_text())
-    latest = latest_checkpoint(run)
-    if latest is None:
-        raise ConfigError(f"{run} holds no checkpoint to export: pretrain first (occfeat pretrain ... --out {run}).")
-    prefix = "network."
-    state = {k[len(prefix):]: v for k, v in load_file(str(latest / MODEL_FILE)).items() if k.startswith(prefix)}
-    with torch.device("meta"):
-        model = BEVModel(BEVModelConfig.from_dict(info["model_config"]))
-    model.load_state_dict(state, assign=True)
-    provenance = {
-        "source": RUN_KIND, "run": str(run), "checkpoint": latest.name, "pretrained_from": info["model"],
-        "mode": info["recipe"]["mode"], "samples": info["samples"], "steps": info["steps"],
-        "dataset": f"{info['dataroot']} ({info['version']}, split {info['split']})", "labels_read": False,
-        "recipe": info["recipe"], "teacher": info["teacher"],
-    }
-    return save_pretrained(model, out_dir, weight_id=weight_id, provenance=provenance, parts=PRETRAINED_PARTS)
+    them as re-initialised. ``config.json`` records the run's recipe, teacher and provenance (``occfeat.runs.export``)."""
+    if not is_pretrain_run(run_dir):
+        raise ConfigError(f"{run_dir} is not an `occfeat pretrain` run (no {RUN_FILE} with kind {RUN_KIND!r}).")
+    return export(run_dir, out_dir, weight_id=weight_id)

@@ -239,7 +239,8 @@ def load(
         parts: load only these parts (e.g. ``("backbone", "neck", "view_transform")``); the others stay freshly
             initialised.
         revision: a Hub revision instead of the registry's pinned commit (then the sha256 pin does not apply).
-        checkpoint: a local ``.safetensors`` state dict applied after building (e.g. a fine-tuned run).
+        checkpoint: a local ``.safetensors`` state dict applied after building, or the folder of an ``occfeat
+            finetune`` / ``occfeat pretrain`` run (its best weights, else its latest checkpoint; the network only).
         strict: ``"auto"`` raises on anything undeclared (a missing key outside the re-initialisable heads, an
             unexpected key, a shape mismatch); ``True`` raises on any difference; ``False`` never raises.
         device, dtype: where and in which floating dtype the tensors are materialised.
@@ -262,9 +263,15 @@ def load(
     hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token, verify=verify)
     source = _resolve(name, pretrained=pretrained, revision=revision, hub_kwargs=hub_kwargs, overrides=overrides)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    run_state: dict[str, Tensor] = {}
+    if checkpoint is not None and Path(checkpoint).is_dir():  # a training run's folder: its network's weights
+        from ..engine.checkpoint import run_network_state
+
+        run_state = run_network_state(checkpoint, "best")[0]
+        checkpoint = None
     files = [f for f in (source.weights, Path(checkpoint) if checkpoint else None) if f is not None]
 
-    if not files:
+    if not files and not run_state:
         with device:
             model = BEVModel(source.config)
         report = LoadReport(source=source.description, skipped_parts=list(PARTS))
@@ -274,6 +281,7 @@ def load(
         state: dict[str, Tensor] = {}
         for path in files:
             state.update(_read_safetensors(path, device))
+        state.update({k: v.to(device) for k, v in run_state.items()})
         report = _assign(model, state, source, parts=parts, strict=strict, key_map=key_map or {}, device=device)
     if dtype is not None:
         model.to(dtype=dtype)

@@ -82,15 +82,13 @@ def _label_protocol_lines(metrics: list[dict[str, Any]]) -> list[str]:
 
 def _pretraining_lines(provenance: dict[str, Any]) -> list[str]:
     """The card's section on how a pretraining run made these weights, naming a stand-in teacher as one."""
-    from ..pretrain.teacher import STAND_IN_TEACHER
-
     if provenance.get("source") != "occfeat pretrain":
         return []
     teacher = provenance.get("teacher") or {}
     if not teacher:
         described = "none (occupancy only)"
-    elif teacher.get("name") == STAND_IN_TEACHER:
-        described = (f"`{STAND_IN_TEACHER}`, **a stand-in for DINOv2 on generated worlds** (features made from the "
+    elif str(teacher.get("weights", "")).startswith("stand-in:"):  # SemanticTeacher's record (pretrain.teacher)
+        described = (f"`{teacher.get('name')}`, **a stand-in for DINOv2 on generated worlds** (features made from the "
                      "renderer's class and instance maps), not OccFeat's teacher: these weights are a miniature's, "
                      "not OccFeat's")
     else:

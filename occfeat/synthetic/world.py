@@ -9,7 +9,7 @@ Layout written under ``out_dir`` (the dataroot)::
     sweeps/LIDAR_TOP/*.pcd.bin       the Lidar turns between key frames
     instance_masks/CAM_*/*.png       only with ``instance_masks=True``: uint16, 1 + row of instance.json per pixel
     semantic/CAM_*/*.png             only with ``semantic_maps=True`` (which also writes the instance masks):
-                                     uint8 class ids of ``occfeat.data.synthetic.semantic.SEMANTIC_CLASSES``
+                                     uint8 class ids of ``occfeat.synthetic.semantic.SEMANTIC_CLASSES``
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from ...errors import ConfigError
-from ...conventions.geometry import NUSCENES_CAMERAS
+from ..errors import ConfigError
+from ..conventions.geometry import NUSCENES_CAMERAS
 from .annotate import points_in_boxes, visible_fractions
 from .catalog import visibility_token
 from .render import ground_texture, render_camera, scan_lidar, world_frame
@@ -121,7 +121,7 @@ def generate_world(
     frames at 2 Hz with ``sweeps_per_sample`` Lidar sweeps between key frames (nuScenes itself has 9), six cameras
     rendered at ``image_hw`` and a 32-beam Lidar. Deterministic for a seed: the same arguments write the same tables.
     ``instance_masks`` / ``semantic_maps`` add per-pixel side-car maps of the key-frame images (module docstring of
-    ``occfeat.data.synthetic.semantic``), outside the nuScenes tables.
+    ``occfeat.synthetic.semantic``), outside the nuScenes tables.
 
     >>> summary = generate_world("data/synthetic", scenes=2, samples_per_scene=3, image_hw=(90, 160))  # doctest: +SKIP
     >>> NuScenes(summary.version, str(summary.dataroot))  # doctest: +SKIP
@@ -164,7 +164,7 @@ def generate_world(
     with open(root / version / SPLITS_FILENAME, "w") as f:
         json.dump(splits, f, indent=1)
     with open(root / version / WORLD_FILENAME, "w") as f:
-        json.dump({"generator": "occfeat.data.synthetic", "seed": seed, "scenes": scenes,
+        json.dump({"generator": "occfeat.synthetic", "seed": seed, "scenes": scenes,
                    "samples_per_scene": samples_per_scene, "image_hw": list(image_hw),
                    "sweeps_per_sample": sweeps_per_sample, "scenes_per_town": scenes_per_town,
                    "instance_masks": instance_masks, "semantic_maps": semantic_maps}, f, indent=1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pyquaternion import Quaternion
 
-from ...conventions.geometry import (
+from ..conventions.geometry import (
     _NUSCENES_MOUNTS,
     _NUSCENES_PRINCIPAL,
     NUSCENES_CAMERAS,

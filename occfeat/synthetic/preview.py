@@ -12,7 +12,7 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from PIL import Image, ImageDraw
 from pyquaternion import Quaternion
 
-from ...conventions.geometry import NUSCENES_CAMERAS, BEVGrid
+from ..conventions.geometry import NUSCENES_CAMERAS, BEVGrid
 
 # BEV colours by category prefix (first match wins); vehicles are filled, everything else outlined.
 _CATEGORY_COLOURS = (
