@@ -6,7 +6,8 @@
 Prints samples/s of ``generate_world`` at its default image size, samples/s of ``NuScenesBEV`` + ``make_loader`` at
 224x480 (training augmentation on, vehicle/map labels, 5 Lidar sweeps) with 0 and 2 workers, and the ratio of each
 to the training-step rate of ``bevformer-enb0`` at batch 1 (forward + backward + AdamW step, measured in the same
-run). The goal is a ratio >= 2: the loader must never be what a training run waits on.
+run), and the cost of the camera-image pipeline on a nuScenes-size image (its ratio: six cameras a sample). The goal
+is a ratio >= 2: the loader must never be what a training run waits on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ def loader_rate(world, workers: int, epochs: int) -> float:
         for batch in loader:
             count += batch["images"].shape[0]
     return count / (time.perf_counter() - tic)
+
+
+def camera_pipeline_rates(repeats: int = 5) -> tuple[float, float]:
+    """Cameras/s of the input pipeline on a nuScenes-size 1600x900 image to 224x480: occfeat's (antialiased resize,
+    then the residual affine) and a bare bilinear ``cv2.warpAffine`` (what the dataset did before issue 13, aliasing)."""
+    import cv2
+    import numpy as np
+
+    from occfeat.data.images import image_transform, warp_image
+
+    image = np.random.default_rng(0).integers(0, 256, (900, 1600, 3), dtype=np.uint8)
+    affine = image_transform((900, 1600), (224, 480), None)
+    ours = median_seconds(lambda: warp_image(image, affine, (224, 480)), repeats)
+    bare = median_seconds(lambda: cv2.warpAffine(image, affine[:2], (480, 224), flags=cv2.INTER_LINEAR), repeats)
+    return 1.0 / ours, 1.0 / bare
 
 
 def training_step_rate(repeats: int = 3) -> float:
@@ -78,6 +94,10 @@ def main() -> None:
             rate = loader_rate(world, workers, args.epochs)
             ratio = f"{rate / step:.1f}x" if step else "n/a"
             print(f"| loader 224x480, augmented, 5 Lidar sweeps, {workers} workers | {rate:.2f} | {ratio} |", flush=True)
+        ours, bare = camera_pipeline_rates()
+        for name, rate in (("antialiased (occfeat)", ours), ("bilinear warp only (aliases)", bare)):
+            ratio = f"{rate / 6 / step:.1f}x" if step else "n/a"  # six cameras a sample
+            print(f"| one 1600x900 camera to 224x480, {name}, cameras/s | {rate:.1f} | {ratio} |")
         if step:
             print(f"| bevformer-enb0 training step, batch 1 (fwd + bwd + AdamW) | {step:.3f} | 1.0x |")
 

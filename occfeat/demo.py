@@ -121,7 +121,7 @@ class ComparisonSettings:
 BENCHMARK = ComparisonSettings()  # bench/lowdata.py
 # The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
 DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
-                             pretrain_steps=250, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
+                             pretrain_steps=200, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
                              finetune_min_steps=80)
 QUICK = ComparisonSettings(scenes=5, samples_per_scene=4, world_image_hw=(90, 160), inits=("scratch", "occupancy", "occfeat"),
                            pretrain_steps=20, fractions=(0.25, 1.0), seeds_per_fraction=(1, 1), finetune_epochs=2.0,

@@ -3,7 +3,6 @@ agree with each other when checked through the devkit's records alone."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,14 +16,13 @@ from pyquaternion import Quaternion
 
 from occfeat.synthetic import (
     SPLITS_FILENAME,
-    add_synth_arguments,
     generate_world,
     SEMANTIC_CLASSES,
     instance_mask_path,
     semantic_map_path,
     render_sample_png,
-    run_synth,
 )
+from occfeat.cli import main
 from occfeat.errors import ConfigError
 from occfeat.models.geometry import NUSCENES_CAMERAS
 
@@ -215,17 +213,14 @@ def test_an_existing_world_is_replaced_only_when_asked(world: NuScenes, tmp_path
 
 
 def test_the_synth_command_writes_a_world_and_its_picture(tmp_path: Path, capsys: pytest.CaptureFixture):
-    parser = argparse.ArgumentParser()
-    add_synth_arguments(parser)
-    args = parser.parse_args([str(tmp_path), "--scenes", "1", "--samples-per-scene", "1", "--image-size", "36x64",
-                              "--sweeps-per-sample", "0", "--png"])
-    assert run_synth(args) == 0
+    assert main([str(a) for a in ("synth", tmp_path, "--scenes", 1, "--samples-per-scene", 1, "--image-size", "36x64",
+                                  "--sweeps-per-sample", 0, "--png")]) == 0
     out = capsys.readouterr().out
     assert "1 samples" in out and "samples/s" in out
     picture = Image.open(tmp_path / "synth_sample.png")
     assert picture.width > 3 * 64 and picture.height >= 2 * 36
-    with pytest.raises(ConfigError, match="HEIGHTxWIDTH"):
-        run_synth(parser.parse_args([str(tmp_path / "x"), "--image-size", "36by64"]))
+    assert main(["synth", str(tmp_path / "x"), "--image-size", "36by64"]) == 2
+    assert "image_size='36by64'" in capsys.readouterr().err
 
 
 def test_render_sample_png_draws_cameras_and_the_bev(world: NuScenes, tmp_path: Path):

@@ -31,6 +31,7 @@ def published(tmp_path_factory):
         entry = json.loads((REPO / "occfeat" / "zoo" / "weights.json").read_text())["weights"]["bevformer-enb0.occfeat-nuscenes"]
         entry = {
             **entry, "architecture": "simplebev-tiny", "aliases": ["tiny-hub-test"],
+            "input": json.loads((folder / "config.json").read_text())["input"],  # the tiny network's, not enb0's
             "hub": {"repo": "occfeat-test/simplebev-tiny", "commit": commit},
             "files": {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for name, path in files.items()},
         }

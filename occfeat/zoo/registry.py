@@ -116,10 +116,11 @@ def check_entry_matches(spec: WeightSpec, config: Any) -> None:
                           "occfeat derives the network from architecture + model_args.")
     from ..models import PARTS
 
-    expected = {part: f"{part}." for part in PARTS}
-    if spec.parts != expected:
-        raise ConfigError(f"weights registry entry {spec.id!r}: parts {spec.parts} should be {expected} (the "
-                          "network's parts and the state-dict prefix of each).")
+    # ``parts``: the parts the weight file holds (a pretrained export has no heads), each with its state-dict prefix.
+    wrong_parts = {part: prefix for part, prefix in spec.parts.items() if part not in PARTS or prefix != f"{part}."}
+    if wrong_parts or not spec.parts:
+        raise ConfigError(f"weights registry entry {spec.id!r}: parts {spec.parts} must map some of the network's "
+                          f"parts {list(PARTS)} to their state-dict prefixes ('backbone': 'backbone.', ...).")
 
 
 def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:
