@@ -31,6 +31,7 @@ import json
 import math
 import shutil
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,8 @@ class ComparisonSettings:
 BENCHMARK = ComparisonSettings()  # bench/lowdata.py
 # The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
 DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
-                             pretrain_steps=200, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
-                             finetune_min_steps=80)
+                             pretrain_steps=180, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
+                             finetune_min_steps=60, pretrain_val_samples=6)
 QUICK = ComparisonSettings(scenes=5, samples_per_scene=4, world_image_hw=(90, 160), inits=("scratch", "occupancy", "occfeat"),
                            pretrain_steps=20, fractions=(0.25, 1.0), seeds_per_fraction=(1, 1), finetune_epochs=2.0,
                            finetune_min_steps=12, pretrain_val_samples=4)
@@ -348,7 +349,7 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         axis.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(inits), fontsize=8, frameon=False)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=9)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

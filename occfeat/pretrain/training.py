@@ -219,7 +219,9 @@ def pretrain(
             "seed": seed, "steps": steps, "schedule_rule": "ceil(epochs * samples / (batch_size * grad_accum_steps))",
             "recipe": recipe.to_dict(), "teacher": teacher.spec.to_dict() if teacher else None,
             "teacher_role": (f"{STAND_IN_TEACHER}: a stand-in for DINOv2 on generated worlds, not OccFeat's teacher"
-                             if stand_in else "OccFeat's image teacher" if teacher else None),
+                             if stand_in else None if teacher is None else
+                             "a random-weight ViT: a control without pretrained features, not OccFeat's teacher"
+                             if str(teacher.spec.weights).startswith("random") else "OccFeat's image teacher"),
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
         })
     result = trainer.fit()
