@@ -196,7 +196,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                            label_protocol=args.label_protocol, nusc=loaded.get("nusc"))
         loaded["nusc"] = data.nusc
         if args.samples:
-            data.sample_tokens = data.sample_tokens[: args.samples]
+            data.truncate(args.samples)
         return data
 
     out = Path(args.out)

@@ -279,6 +279,14 @@ class NuScenesBEV(Dataset):
             )
         return path
 
+    def truncate(self, samples: int | None) -> "NuScenesBEV":
+        """Keep the first ``samples`` key frames (quick runs and evaluations; None keeps all); returns self."""
+        if samples is not None:
+            if samples < 1:
+                raise ConfigError(f"samples={samples}: expected a positive number of key frames (or None for all).")
+            self.sample_tokens = self.sample_tokens[:samples]
+        return self
+
     # ---- one item -----------------------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:
         token = self.sample_tokens[index]

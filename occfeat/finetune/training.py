@@ -102,7 +102,7 @@ def finetune(
                             fraction=fraction, count=count, subset=subset, **common)
     val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
     if val_samples is not None:
-        val_set.sample_tokens = val_set.sample_tokens[:val_samples]
+        val_set.truncate(val_samples)
     steps = max_steps or schedule_steps(recipe, len(train_set))
     world, per_process = dist_utils.split_global_batch(recipe.batch_size, len(train_set))
 

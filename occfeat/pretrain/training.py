@@ -171,7 +171,7 @@ def pretrain(
     if val_split is not None:
         val_set = NuScenesBEV(dataroot, version, val_split, nusc=train_set.nusc, **common)
         if val_samples is not None:
-            val_set.sample_tokens = val_set.sample_tokens[:val_samples]
+            val_set.truncate(val_samples)
 
     teacher = cache = None
     if uses_features:
