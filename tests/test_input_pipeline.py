@@ -64,7 +64,7 @@ def test_transforms_give_the_datasets_images_and_intrinsics(raw_camera_world, sy
     data = NuScenesBEV(root, synthetic_world.version, "all", **data_options(config), nusc=None)
     item = data[0]
     camera = data.cameras.index("CAM_FRONT")
-    raw = torch.from_numpy(np.asarray(Image.open(root / record["filename"]).convert("RGB"))).permute(2, 0, 1)
+    raw = torch.from_numpy(np.array(Image.open(root / record["filename"]).convert("RGB"))).permute(2, 0, 1)
     calib = data.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
     intrinsics = torch.tensor(calib["camera_intrinsic"], dtype=torch.float32)
     images, new_intrinsics = spec.transforms()(raw[None], intrinsics[None])
