@@ -39,7 +39,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     specs = [get_weights(name) for name in list_weights(args.pattern)]
     rows = [f"{'weight id':<36} {'aliases':<28} {'architecture':<16} status"]
     rows += [f"{s.id:<36} {','.join(s.aliases):<28} {s.architecture:<16} "
-             f"{'published @' + s.commit[:8] if s.published else 'not published yet'}" for s in specs]
+             f"{s.status.split(' (from ')[0]}" for s in specs]
     _print({s.id: {"aliases": list(s.aliases), "architecture": s.architecture, "published": s.published,
                    "repo": s.repo, "commit": s.commit} for s in specs}, args.json, "\n".join(rows))
     return 0
@@ -51,13 +51,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     spec = get_weights(args.id)
     lines = [f"{spec.id}  (aliases: {', '.join(spec.aliases) or '-'}; registry: {spec.source})",
              f"  architecture  {spec.architecture} {spec.model_args or ''}",
-             f"  hub           {spec.repo} @ {spec.commit or 'not published yet'}",
+             f"  status        {spec.status}",
+             f"  hub           {spec.repo or '-'} @ {spec.commit or 'not published'}",
              *(f"  file          {f.path}  {f.size} bytes  sha256 {f.sha256}" for f in spec.files),
              f"  input         {spec.input['image_size']} px, cameras {len(spec.input.get('cameras', []))}",
              f"  classes       {spec.classes}",
              f"  licence       {spec.license};  dataset: {spec.dataset}",
              *(f"  metric        {m['task']}: {m['metric']} {m['value']} ({m['protocol']}; {m['source']})" for m in spec.metrics),
-             f"  reproduce     {spec.recipe.get('pretraining', '-')}"]
+             f"  reproduce     {spec.recipe.get('pretraining', spec.recipe.get('convert', '-'))}"]
     _print({"id": spec.id, **spec.to_dict()}, args.json, "\n".join(lines))
     return 0
 
@@ -235,6 +236,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_dinov2(args: argparse.Namespace) -> int:
+    from .pretrain.dinov2 import convert_dinov2_checkpoint
+
+    report = convert_dinov2_checkpoint(args.checkpoint, args.out)
+    print(f"occfeat convert dinov2: {args.checkpoint} ({report['layout']} layout) -> {args.out} "
+          f"(timm layout, sha256 {report['sha256'][:12]}); pretrain with --teacher-weights {args.out}")
+    return 0
+
+
+def _cmd_convert_simple_bev(args: argparse.Namespace) -> int:
+    from .zoo.simple_bev import convert_simple_bev_checkpoint
+
+    report = convert_simple_bev_checkpoint(args.checkpoint, args.out, grid_zyx=tuple(args.grid),
+                                           image_size=tuple(args.image_size))
+    print(f"occfeat convert simple-bev: {args.checkpoint} -> {args.out} ({report['converted']} tensors converted, "
+          f"{len(report['dropped'])} dropped: {', '.join(report['dropped_groups'])}); "
+          f"load with occfeat.load('local-dir:{args.out}')")
+    return 0
+
+
+def _add_convert_verb(verbs: argparse._SubParsersAction) -> None:
+    convert = verbs.add_parser("convert", help="weights published elsewhere -> files occfeat loads (safetensors)")
+    kinds = convert.add_subparsers(dest="kind", metavar="KIND")
+    dinov2 = kinds.add_parser(
+        "dinov2", help="a DINOv2 checkpoint (official .pth, transformers or timm) -> a timm-layout .safetensors teacher")
+    dinov2.add_argument("checkpoint", help="e.g. dinov2_vits14_pretrain.pth (read with torch.load(weights_only=True))")
+    dinov2.add_argument("out", help="the .safetensors file to write")
+    dinov2.set_defaults(func=_cmd_convert_dinov2)
+    simple_bev = kinds.add_parser(
+        "simple-bev", help="Simple-BEV's released RGB checkpoint -> a save_pretrained folder (simplebev-r101)")
+    simple_bev.add_argument("checkpoint", help="a Simple-BEV saverloader checkpoint (model-*.pth; torch.load(weights_only=True))")
+    simple_bev.add_argument("--out", required=True, help="the folder to write (load it with local-dir:OUT)")
+    simple_bev.add_argument("--grid", type=int, nargs=3, default=(200, 8, 200), metavar=("Z", "Y", "X"),
+                            help="Simple-BEV's voxel grid (default: its evaluation setting, %(default)s)")
+    simple_bev.add_argument("--image-size", type=int, nargs=2, default=(448, 800), metavar=("H", "W"),
+                            help="image size the converted network expects (default: %(default)s)")
+    simple_bev.set_defaults(func=_cmd_convert_simple_bev)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -407,6 +447,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     _add_synth_verb(verbs)
+    _add_convert_verb(verbs)
 
     demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")

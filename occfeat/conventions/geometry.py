@@ -21,6 +21,11 @@ BEV augmentation
     ``bev_aug`` is a (B, 4, 4) rigid transform from the *augmented BEV frame* (the frame of the raster, the queries and
     the labels) to the ego frame (the frame the cameras are calibrated in). Voxel / query coordinates are mapped with
     ``bev_aug`` before projection; labels are rasterised after mapping the boxes with its inverse.
+
+Raster frames
+    A network's raster lies in the ego frame (``raster_frame="ego"``, occfeat's own) or, as in Simple-BEV, in the frame
+    of one camera of the batch (``"camera"``). ``raster_to_ego`` is the one place either becomes a (B, 4, 4) transform
+    from the (augmented) raster frame to ego; the networks and the labels both go through it.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..errors import ConfigError, InputError
 __all__ = [
     "NUSCENES_CAMERAS", "NUSCENES_IMAGE_HW", "BEVGrid", "Projection", "transform_points", "project_to_cameras",
     "pixels_to_unit", "pixels_to_grid", "image_affine", "update_intrinsics", "resize_crop_for",
-    "bev_augmentation_matrix", "random_bev_augmentation", "camera_to_ego_from_yaw", "nuscenes_camera_rig",
+    "bev_augmentation_matrix", "random_bev_augmentation", "raster_to_ego", "SIMPLE_BEV_RASTER_TO_CAMERA", "camera_to_ego_from_yaw", "nuscenes_camera_rig",
 ]
 
 T = TypeVar("T")
@@ -313,6 +318,43 @@ def random_bev_augmentation(
     return bev_augmentation_matrix(
         (float(u[0]) * max_translation_xy[0], float(u[1]) * max_translation_xy[1]), float(u[2]) * max_yaw_deg
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Raster frames
+
+# Simple-BEV's memory (Z, Y, X) is camera 0's frame: rows along the camera's z (forward) from behind to ahead, columns
+# along its x (right), heights along its y (down). In occfeat's raster convention (row = (x_max - x) / res - 0.5,
+# col = (y_max - y) / res - 0.5, heights bottom to top along z) that is the rotation raster (x, y, z) -> camera
+# (-y, z, -x): raster x = -z_cam, y = -x_cam, z = y_cam. With occfeat's default grid (x, y in [-50, 50) at 0.5 m,
+# z in [-4, 6) at 1.25 m) every voxel centre then equals Simple-BEV's at the same (row, col, height) index, its
+# scene_centroid's 1 m shift of y included.
+SIMPLE_BEV_RASTER_TO_CAMERA = torch.tensor(
+    [[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64
+)
+
+
+@_full_precision
+def raster_to_ego(bev_aug: Tensor, cam_to_ego: Tensor, frame: str = "ego", camera: int = 0) -> Tensor:
+    """(B, 4, 4) transform from a network's (augmented) raster frame to the ego frame.
+
+    Args:
+        bev_aug: (B, 4, 4) the BEV augmentation (identity at evaluation), applied in the raster frame.
+        cam_to_ego: (B, N, 4, 4) the batch's cameras.
+        frame: "ego" (the raster is the ego frame) or "camera" (Simple-BEV's: the raster is camera ``camera``'s frame,
+            axes as in ``SIMPLE_BEV_RASTER_TO_CAMERA``).
+        camera: the camera of the batch that defines a "camera" raster.
+    """
+    if frame == "ego":
+        return bev_aug
+    if frame != "camera":
+        raise ConfigError(f"raster frame {frame!r}: expected 'ego' or 'camera'.")
+    if not 0 <= camera < cam_to_ego.shape[1]:
+        raise InputError(f"raster camera {camera}: the batch has {cam_to_ego.shape[1]} cameras (0 .. "
+                         f"{cam_to_ego.shape[1] - 1}); the raster is defined in that camera's frame.")
+    dtype = torch.promote_types(cam_to_ego.dtype, bev_aug.dtype)
+    axes = SIMPLE_BEV_RASTER_TO_CAMERA.to(device=cam_to_ego.device, dtype=dtype)
+    return cam_to_ego[:, camera].to(dtype) @ axes @ bev_aug.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, InputError
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD
-from ..conventions.geometry import NUSCENES_CAMERAS, BEVGrid, random_bev_augmentation, update_intrinsics
+from ..conventions.geometry import (
+    NUSCENES_CAMERAS, BEVGrid, random_bev_augmentation, raster_to_ego, update_intrinsics,
+)
 from .images import IMAGE_PRESETS, image_size_of, image_transform, normalise, read_rgb, warp_image  # noqa: F401
 from .corruptions import NUSCENES_C_DOWNLOAD, SEVERITY_NAMES, apply_corruption, check_corruption
 from .labels import DEFAULT_LABEL_PROTOCOL, VehicleBox, check_label_protocol, rasterize_vehicles, sample_map_mask
@@ -80,7 +82,8 @@ def data_options(config: Any) -> dict[str, Any]:
     """What a dataset must match of a model (a ``BEVModelConfig``): its image size, normalisation and raster. The one
     place that turns a model's input spec into ``NuScenesBEV`` arguments (training, evaluation, examples)."""
     return {"image_size": tuple(config.image_size), "grid": config.grid, "image_mean": tuple(config.image_mean),
-            "image_std": tuple(config.image_std)}
+            "image_std": tuple(config.image_std), "raster_frame": config.raster_frame,
+            "raster_camera": config.raster_camera}
 
 
 class NuScenesBEV(Dataset):
@@ -95,6 +98,9 @@ class NuScenesBEV(Dataset):
         image_mean / image_std: the normalisation of the network's images: the model config's (``data_options(
             config)`` passes them with the image size and the raster), ImageNet's by default.
         grid: the BEV raster of the labels (must match the model's).
+        raster_frame / raster_camera: the frame the labels are rasterised in, the model's
+            (``conventions.geometry.raster_to_ego``): "ego", or "camera" with the index of the camera (in ``cameras``)
+            whose frame Simple-BEV's converted weights use.
         augment: ``None`` at evaluation; an ``Augmentation`` for training.
         fraction / count / subset / seed: a low-data subset (see ``occfeat.data.splits``); ``subset`` is a list of
             sample tokens or the path of a JSON list.
@@ -142,6 +148,8 @@ class NuScenesBEV(Dataset):
         semantic_maps: bool = False,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        raster_frame: str = "ego",
+        raster_camera: int = 0,
         nusc: Any = None,
     ):
         self.dataroot = Path(dataroot).expanduser()
@@ -154,6 +162,10 @@ class NuScenesBEV(Dataset):
         self.epoch = 0
         self.lidar_sweeps = int(lidar_sweeps)
         self.cameras = tuple(cameras)
+        if raster_frame not in ("ego", "camera") or not 0 <= raster_camera < len(self.cameras):
+            raise ConfigError(f"raster_frame={raster_frame!r}, raster_camera={raster_camera}: expected 'ego' or "
+                              f"'camera' with a camera index in 0 .. {len(self.cameras) - 1} (cameras {self.cameras}).")
+        self.raster_frame, self.raster_camera = raster_frame, int(raster_camera)
         if corruption is not None:
             if not isinstance(corruption, (tuple, list)) or len(corruption) != 2:
                 raise ConfigError(f"corruption={corruption!r}: give (name, severity), e.g. ('Fog', 2).")
@@ -326,17 +338,27 @@ class NuScenesBEV(Dataset):
             item["semantic"] = torch.from_numpy(np.stack([c for c, _ in side_cars]).astype(np.int64))
             item["instance"] = torch.from_numpy(np.stack([i for _, i in side_cars]).astype(np.int64))
         if self.labels:
-            item.update(self._labels(sample, global_to_ego, bev_aug.double().numpy()))
+            raster = raster_to_ego(bev_aug.double()[None], item["cam_to_ego"].double()[None], self.raster_frame,
+                                   self.raster_camera)[0]
+            item.update(self._labels(sample, global_to_ego, raster.numpy()))
         if self.lidar_sweeps:
             item["lidar"] = torch.from_numpy(self._lidar(sample, global_to_ego))
         return item
 
     def vehicle_boxes(self, index: int, bev_aug: np.ndarray | None = None) -> list[VehicleBox]:
         """The ``vehicle.*`` annotations of sample ``index``, in annotation order, as footprints in the raster frame
-        (the yaw-only ego frame of LIDAR_TOP, then ``inverse(bev_aug)``; identity by default)."""
+        (the yaw-only ego frame of LIDAR_TOP, or the raster camera's frame, then ``inverse(bev_aug)``; identity by
+        default)."""
         sample = self.nusc.get("sample", self.sample_tokens[index])
-        global_to_raster = np.linalg.inv(np.eye(4) if bev_aug is None else bev_aug) @ self._global_to_ego(sample)
-        return self._vehicle_boxes(sample, global_to_raster)
+        global_to_ego = self._global_to_ego(sample)
+        bev_aug = torch.eye(4, dtype=torch.float64) if bev_aug is None else torch.as_tensor(bev_aug, dtype=torch.float64)
+        cam_to_ego = torch.eye(4, dtype=torch.float64).expand(1, len(self.cameras), 4, 4)
+        if self.raster_frame == "camera":
+            record = self.nusc.get("sample_data", sample["data"][self.cameras[self.raster_camera]])
+            cam_to_ego = cam_to_ego.clone()
+            cam_to_ego[0, self.raster_camera] = torch.from_numpy(global_to_ego @ self._sensor_to_global(record))
+        raster = raster_to_ego(bev_aug[None], cam_to_ego, self.raster_frame, self.raster_camera)[0].numpy()
+        return self._vehicle_boxes(sample, np.linalg.inv(raster) @ global_to_ego)
 
     def _vehicle_boxes(self, sample: dict, global_to_raster: np.ndarray) -> list[VehicleBox]:
         boxes = []
@@ -349,8 +371,8 @@ class NuScenesBEV(Dataset):
             boxes.append(VehicleBox(corners[:2].T, int(ann["visibility_token"] or 1)))
         return boxes
 
-    def _labels(self, sample: dict, global_to_ego: np.ndarray, bev_aug: np.ndarray) -> dict[str, Tensor]:
-        global_to_raster = np.linalg.inv(bev_aug) @ global_to_ego
+    def _labels(self, sample: dict, global_to_ego: np.ndarray, raster_frame_to_ego: np.ndarray) -> dict[str, Tensor]:
+        global_to_raster = np.linalg.inv(raster_frame_to_ego) @ global_to_ego
         boxes = self._vehicle_boxes(sample, global_to_raster)
         rasters = rasterize_vehicles(self.grid, boxes, protocol=self.label_protocol)
         labels = {k: torch.from_numpy(v) for k, v in rasters.items()}
@@ -367,7 +389,7 @@ class NuScenesBEV(Dataset):
                 layers.append(sample_map_mask(map_record["mask"].mask(), xy, map_record["mask"].resolution))
             else:
                 layers.append(self._expansion_layer(log["location"], name, xy))
-        labels["map"] = torch.from_numpy(np.stack(layers))
+        labels["map"] = torch.from_numpy(np.stack(layers) if layers else np.zeros((0, *self.grid.shape), np.float32))
         return labels
 
     def _map_expansion(self, location: str) -> Any:

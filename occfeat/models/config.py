@@ -16,6 +16,8 @@ from .heads import HEAD_NAMES
 
 VIEW_TRANSFORMS = ("bevformer", "simplebev")
 DECODERS = ("none", "resnet18")
+RASTER_FRAMES = ("ego", "camera")
+LIFTINGS = ("occfeat", "simple-bev")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,15 @@ class BEVModelConfig:
     image_std: tuple[float, float, float] = IMAGENET_STD
     grid: BEVGrid = field(default_factory=BEVGrid)
     decoder: str = "resnet18"  # "none" | "resnet18"
+    # The frame of the raster (``conventions.geometry.raster_to_ego``): "ego" (occfeat's: rows along ego x, the car
+    # driving up) or "camera" (Simple-BEV's: the frame of camera ``raster_camera`` of the batch, rows along the
+    # camera's z from behind to ahead, columns along its x, heights along its y).
+    raster_frame: str = "ego"
+    raster_camera: int = 0
+    # SimpleBEV only: how camera features are sampled and averaged (``models.simplebev.BilinearLifting``): "occfeat"
+    # (pixel-centre sampling, mean over the cameras that see a voxel) or "simple-bev" (Simple-BEV's own convention,
+    # what its released weights were trained with).
+    lifting: str = "occfeat"
     # BEVFormer only
     bevformer_layers: int = 6
     bevformer_heads: int = 4
@@ -63,6 +74,14 @@ class BEVModelConfig:
             fail("view_transform", f"choose from {list(VIEW_TRANSFORMS)}.")
         if self.decoder not in DECODERS:
             fail("decoder", f"choose from {list(DECODERS)}.")
+        if self.raster_frame not in RASTER_FRAMES:
+            fail("raster_frame", f"choose from {list(RASTER_FRAMES)}.")
+        if self.raster_camera < 0:
+            fail("raster_camera", "expected the index (>= 0) of a camera in the batch's camera order.")
+        if self.lifting not in LIFTINGS:
+            fail("lifting", f"choose from {list(LIFTINGS)}.")
+        if self.lifting != "occfeat" and self.view_transform != "simplebev":
+            fail("lifting", "only the simplebev view transform lifts features; BEVFormer samples them by attention.")
         stride = max(FEATURE_STRIDES)
         if len(self.image_size) != 2 or any(s <= 0 or s % stride for s in self.image_size):
             fail("image_size", f"expected (H, W), both positive multiples of {stride} (e.g. (224, 480)).")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..conventions.geometry import raster_to_ego
 from ..errors import InputError
 from .backbones import FEATURE_STRIDES, UpsampleConcatNeck, build_backbone
 from .bevformer import BEVFormerEncoder
@@ -100,7 +101,7 @@ class BEVModel(nn.Module):
                     ffn_dim=config.bevformer_ffn_channels,
                     dropout=config.dropout,
                 )
-            return BilinearLifting(config.grid, c)
+            return BilinearLifting(config.grid, c, lifting=config.lifting)
         if part == "decoder":
             return ResNetBEVDecoder(c) if config.decoder == "resnet18" else nn.Identity()
         if part == "heads":
@@ -128,8 +129,10 @@ class BEVModel(nn.Module):
         b, _, image_hw = check_inputs(images, intrinsics, cam_to_ego, bev_aug)
         if bev_aug is None:
             bev_aug = torch.eye(4, device=images.device).expand(b, 4, 4)
+        # The raster's own frame (the ego's, or a camera's for Simple-BEV's weights) composed with the augmentation.
+        raster = raster_to_ego(bev_aug, cam_to_ego, self.config.raster_frame, self.config.raster_camera)
         features = self.image_features(images)
-        bev = self.view_transform(features, intrinsics, cam_to_ego, bev_aug, image_hw)
+        bev = self.view_transform(features, intrinsics, cam_to_ego, raster.float(), image_hw)
         return self.decoder(bev)
 
     def forward(

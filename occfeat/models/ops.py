@@ -170,6 +170,8 @@ def average_over_cameras(
     pair_map: Tensor,
     bags: int,
     padding: str = "zeros",
+    mean_over: str = "seeing",
+    eps: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Bilinear samples of camera feature maps at projected points, averaged over the cameras that see each point:
     the lifting of SimpleBEV and the teacher targets of OccFeat, one gather.
@@ -181,13 +183,25 @@ def average_over_cameras(
         pair_map: (K,) the feature map (sample * cameras + camera) each pair samples.
         bags: the number of points; a point no camera sees gets zeros.
         padding: ``bilinear_taps``' "zeros" or "border".
+        mean_over: "seeing" (the cameras that see the point) or "nonzero" (per channel, the pairs whose sample is not
+            exactly zero, as Simple-BEV's ``reduce_masked_mean``; this keeps the (K, C) samples, ~C times the memory).
+        eps: added to the count ("nonzero" only; Simple-BEV's 1e-6).
     Returns:
         (bags, C) the mean over seeing cameras of the bilinear samples, and (bags,) how many cameras see each point.
     """
+    if mean_over not in ("seeing", "nonzero"):
+        raise InputError(f"average_over_cameras: mean_over={mean_over!r}, expected 'seeing' or 'nonzero'.")
     height, width = map_hw
     taps, weights = bilinear_taps(unit_xy, map_hw, padding=padding)  # (K, 4)
     rows = taps + (pair_map * (height * width)).unsqueeze(1)
     seen_by = torch.bincount(pair_bag, minlength=bags)  # (bags,)
+    if mean_over == "nonzero":
+        pairs = unit_xy.shape[0]
+        samples = F.embedding_bag(rows.view(-1), table, torch.arange(pairs, device=rows.device) * 4, mode="sum",
+                                  per_sample_weights=weights.view(-1).to(table.dtype))  # (K, C), one bag per pair
+        sums = table.new_zeros(bags, table.shape[1]).index_add_(0, pair_bag, samples)
+        counts = table.new_zeros(bags, table.shape[1]).index_add_(0, pair_bag, (samples != 0).to(table.dtype))
+        return sums / (counts + eps), seen_by
     weights = weights / seen_by[pair_bag].unsqueeze(1)
     offsets = 4 * (torch.cumsum(seen_by, 0) - seen_by)  # each point: one bag of 4 taps per camera that sees it
     averaged = F.embedding_bag(rows.view(-1), table, offsets, mode="sum",

@@ -160,6 +160,10 @@ def pretrain(
     # The recipe's image size is the network's (recorded in run.json's model_config).
     network = load_for_finetuning(model, **training_load_kwargs(load_kwargs, recipe.image_size))
     config = network.config
+    if config.raster_frame != "ego":  # the occupancy and feature targets are built in the ego raster
+        raise ConfigError(f"pretraining {config.arch}: its raster is in a camera's frame (raster_frame="
+                          f"{config.raster_frame!r}, Simple-BEV's converted weights); OccFeat pretrains ego-frame "
+                          "networks. Pretrain the architecture itself, e.g. occfeat pretrain simplebev-r101.")
     out = Path(out_dir)
     augment = Augmentation(zoom=(1.0, 1.0), rotation_deg=0.0, crop_jitter=0.0).scaled_to(config.grid) if recipe.bev_augment else None
     uses_features = recipe.mode in ("occfeat", "distillation")

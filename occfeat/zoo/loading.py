@@ -135,6 +135,13 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
         config = config.replace(**overrides)
     if not pretrained:
         return _Source(spec.id, config, None, spec=spec, reinit_keys=spec.reinit_keys)
+    if not spec.published and "convert" in spec.recipe:
+        raise WeightsNotPublishedError(
+            f"weights {spec.id!r} are {spec.paper.get('title', 'another project')}'s own release, which occfeat does "
+            f"not redistribute. Download it ({spec.recipe.get('source', 'see its authors')}), convert it with "
+            f"`{spec.recipe['convert']}` and load the folder with occfeat.load('local-dir:{spec.id}'); or build the "
+            f"architecture untrained with occfeat.load({spec.id!r}, pretrained=False)."
+        )
     if not spec.published:
         raise WeightsNotPublishedError(
             f"weights {spec.id!r} are registered but not published on the Hub yet (no pinned commit). "

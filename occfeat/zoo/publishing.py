@@ -103,6 +103,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
     from huggingface_hub import ModelCard, ModelCardData
 
     title = spec.id if spec else (document or {}).get("weight_id") or config.arch
+    converted = bool(spec and "convert" in spec.recipe)  # another project's release, converted by the user
     metrics = list(spec.metrics) if spec else []
     data = ModelCardData(
         library_name="occfeat",
@@ -119,7 +120,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         "",
         "```python",
         "import occfeat",
-        f'model = occfeat.load("{title}")',
+        f'model = occfeat.load("{"local-dir:" if converted else ""}{title}")',
         "print(model.load_report)",
         "```",
         "",
@@ -131,13 +132,21 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         "",
     ]
     if spec:
+        method = (
+            [f"- Method: {spec.recipe.get('mode', 'supervised')}, trained and released by its authors; occfeat converts "
+             f"their checkpoint ({spec.recipe.get('source', '')}) and does not redistribute it.",
+             f"- Convert: `{spec.recipe['convert']}`, then `occfeat.load('local-dir:{spec.id}')`."]
+            if converted else
+            [f"- Method: OccFeat self-supervised pretraining (mode `{spec.recipe.get('mode', 'occfeat')}`): the "
+             "auxiliary occupancy / DINOv2-feature head is dropped; the heads here are freshly initialised for "
+             "fine-tuning.",
+             f"- Reproduce: `{spec.recipe.get('pretraining', '')}`, then `{spec.recipe.get('export', '')}`."]
+        )
         lines += [
             "## Training",
             "",
             f"- Data: {spec.dataset}.",
-            f"- Method: OccFeat self-supervised pretraining (mode `{spec.recipe.get('mode', 'occfeat')}`): the auxiliary "
-            "occupancy / DINOv2-feature head is dropped; the heads here are freshly initialised for fine-tuning.",
-            f"- Reproduce: `{spec.recipe.get('pretraining', '')}`, then `{spec.recipe.get('export', '')}`.",
+            *method,
             f"- Paper: {spec.paper.get('title', '')} ({spec.paper.get('venue', '')}, arXiv {spec.paper.get('arxiv', '')}).",
             "",
             "## Results",
@@ -146,7 +155,8 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
             "| --- | --- | ---: | --- | --- |",
             *(f"| {m['task']} | {m['metric']} | {m['value']} | {m['protocol']} | {m['source']} |" for m in metrics),
             "",
-            "Numbers marked *paper* are the OccFeat paper's, read off its figures, not measured on these weights.",
+            "Reported numbers are their source's (the OccFeat paper's figures, or the releasing project's README), not "
+            "measured by occfeat on these weights.",
             "",
             *_label_protocol_lines(metrics),
             "Robustness: `occfeat evaluate ID --dataroot NUSCENES --split val --corruption all --corruption-root "

@@ -69,6 +69,16 @@ class WeightSpec:
         return self.commit is not None and bool(self.files)
 
     @property
+    def status(self) -> str:
+        """Where the weights are: published on the Hub, to be converted locally from their authors' release (the
+        registry cannot redistribute them), or not published yet."""
+        if self.published and self.commit:
+            return f"published @ `{self.commit[:8]}`"
+        if "convert" in self.recipe:
+            return f"convert locally: `{self.recipe['convert']}` (from {self.recipe.get('source', 'its authors')})"
+        return "not published yet"
+
+    @property
     def tag(self) -> str:
         return self.id.split(".", 1)[1]
 
@@ -257,11 +267,11 @@ def register_weights(source: str | Path | dict[str, Any]) -> list[str]:
 
 def weights_table(pattern: str = "*") -> str:
     """The registered weights as a markdown table (what the README's zoo table is generated from)."""
-    lines = ["| weight id | aliases | architecture | pretraining | status | reported (paper, 1 % labels) |",
+    lines = ["| weight id | aliases | architecture | pretraining | status | reported, not measured (OccFeat paper: 1 % labels; Simple-BEV: 100 %) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name in list_weights(pattern):
         spec = get_weights(name)
-        status = f"published @ `{spec.commit[:8]}`" if spec.published and spec.commit else "not published yet"
+        status = spec.status.split(" (from ")[0]
         reported = ", ".join(f"{m['task'].split(' (')[0]} {m['value']}" for m in spec.metrics) or "-"
         aliases = ", ".join(f"`{a}`" for a in spec.aliases) or "-"
         lines.append(f"| `{spec.id}` | {aliases} | `{spec.architecture}` | {spec.recipe.get('mode', '-')} | {status} | {reported} |")
