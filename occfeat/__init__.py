@@ -26,6 +26,9 @@ _LAZY = {
     "download": "occfeat.zoo.hub",
     "save_pretrained": "occfeat.zoo.publishing",
     "push_to_hub": "occfeat.zoo.publishing",
+    "export_onnx": "occfeat.deploy",
+    "export_program": "occfeat.deploy",
+    "OnnxModel": "occfeat.deploy",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from .models import BEVGrid, BEVModel, BEVModelConfig, create_model, get_model_config, list_models
     from .zoo.hub import download
     from .zoo.loading import LoadReport, load, load_distributed
+    from .deploy import OnnxModel, export_onnx, export_program
     from .zoo.publishing import push_to_hub, save_pretrained
     from .zoo.registry import get_weights, list_weights, register_weights
 

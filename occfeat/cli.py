@@ -275,6 +275,25 @@ def _add_convert_verb(verbs: argparse._SubParsersAction) -> None:
     simple_bev.set_defaults(func=_cmd_convert_simple_bev)
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .deploy import OnnxModel, ProgramModel, _resolve_model, compare, export_onnx, export_program
+
+    model = _resolve_model(args.model).eval()
+    program = export_program(model, args.pt2)  # traced once: the .pt2 (if asked) and the ONNX file come from it
+    if args.pt2:
+        print(f"occfeat export-onnx: torch.export program -> {args.pt2}")
+    path = export_onnx(model, args.out, opset=args.opset, program=program)
+    print(f"occfeat export-onnx: {args.model} -> {path} (inputs images/intrinsics/cam_to_ego, batch dynamic; "
+          f"outputs {', '.join(model.config.heads)})")
+    if args.check:
+        runners = [("onnxruntime", OnnxModel(path))] + ([("torch.export", ProgramModel(args.pt2))] if args.pt2 else [])
+        for name, runner in runners:
+            worst = compare(model, runner)
+            print(f"occfeat export-onnx: {name} vs PyTorch, batch 1 and 2: largest difference relative to each "
+                  f"output's scale {max(worst.values()):.2e} ({', '.join(f'{k} {v:.1e}' for k, v in worst.items())})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -405,7 +424,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--teacher", default=None, help="a timm ViT (default vit_small_patch14_dinov2.lvd142m), or "
                      "synthetic-semantic: a stand-in for DINOv2 on worlds written with `occfeat synth --semantic-maps`")
     pre.add_argument("--teacher-weights", default=None,
-                     help="hub | auto (hub, else random with a warning) | random | FILE.safetensors")
+                     help="hub (the Hub cache first, no request) | auto (hub, else random with a warning) | random | "
+                          "a .safetensors file or folder in timm's, transformers' or the official DINOv2 layout "
+                          "(convert a .pth with `occfeat convert dinov2`)")
     pre.add_argument("--cache-dir", default=None, help="teacher-feature cache (default $OCCFEAT_TEACHER_CACHE or "
                      "~/.cache/occfeat/teacher-features)")
     pre.add_argument("--no-cache", action="store_true", help="run the teacher on every step instead")
@@ -448,6 +469,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     _add_synth_verb(verbs)
     _add_convert_verb(verbs)
+
+    onnx_export = verbs.add_parser("export-onnx", help="a network -> an ONNX file (and a torch.export .pt2) to deploy")
+    onnx_export.add_argument("model", help="weight id/alias, local-dir:PATH, hf-hub:REPO, or an architecture (untrained)")
+    onnx_export.add_argument("--out", required=True, help="the .onnx file to write")
+    onnx_export.add_argument("--pt2", default=None, help="also write the torch.export program here (.pt2)")
+    onnx_export.add_argument("--opset", type=int, default=18)
+    onnx_export.add_argument("--check", action="store_true",
+                             help="run the exported file(s) on random inputs against PyTorch and print the difference")
+    onnx_export.set_defaults(func=_cmd_export_onnx)
 
     demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")

@@ -43,7 +43,7 @@ from ..errors import ConfigError, InputError
 __all__ = [
     "NUSCENES_CAMERAS", "NUSCENES_IMAGE_HW", "BEVGrid", "Projection", "transform_points", "project_to_cameras",
     "pixels_to_unit", "pixels_to_grid", "image_affine", "update_intrinsics", "resize_crop_for",
-    "bev_augmentation_matrix", "random_bev_augmentation", "raster_to_ego", "SIMPLE_BEV_RASTER_TO_CAMERA", "camera_to_ego_from_yaw", "nuscenes_camera_rig",
+    "bev_augmentation_matrix", "random_bev_augmentation", "raster_to_ego", "SIMPLE_BEV_RASTER_TO_CAMERA", "invert_affine", "camera_to_ego_from_yaw", "nuscenes_camera_rig",
 ]
 
 T = TypeVar("T")
@@ -137,7 +137,7 @@ class BEVGrid:
 
     def cell_to_metric(self, row_col: Tensor) -> Tensor:
         """Raster (..., 2) (row, col), continuous -> ego (..., 2) metric (x, y)."""
-        m = torch.linalg.inv(self.ego_to_cell_matrix()).to(device=row_col.device, dtype=row_col.dtype)
+        m = invert_affine(self.ego_to_cell_matrix()).to(device=row_col.device, dtype=row_col.dtype)
         return row_col.flip(-1) @ m[:2, :2].T + m[:2, 2]
 
     def cell_centers(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -176,10 +176,38 @@ def _full_precision(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        if torch.compiler.is_exporting():  # a program runs in the dtype it was traced in (no autocast region)
+            return fn(*args, **kwargs)
         with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def invert_affine(matrix: Tensor) -> Tensor:
+    """The inverse of (..., D, D) affine maps (D = 3 or 4: a linear block A and a translation t, last row 0 ... 0 1):
+    [A^-1, -A^-1 t]. A^-1 is the adjugate over the determinant, written in element-wise ops, so that the same code
+    runs in ``torch.export`` / ONNX programs (which have no ``linalg.inv``); as exact as ``linalg.inv`` for any
+    invertible A (rigid or not)."""
+    d = matrix.shape[-1]
+    a, t = matrix[..., : d - 1, : d - 1], matrix[..., : d - 1, d - 1 :]
+    if d == 4:  # 3x3 block: cofactors by cyclic indices
+        rows = []
+        for i in range(3):
+            rows.append(torch.stack([
+                a[..., (j + 1) % 3, (i + 1) % 3] * a[..., (j + 2) % 3, (i + 2) % 3]
+                - a[..., (j + 1) % 3, (i + 2) % 3] * a[..., (j + 2) % 3, (i + 1) % 3] for j in range(3)], dim=-1))
+        adjugate = torch.stack(rows, dim=-2)  # adjugate[i, j] = cofactor[j, i]
+        determinant = (a[..., 0, :] * adjugate[..., :, 0]).sum(-1)
+    elif d == 3:  # 2x2 block
+        adjugate = torch.stack([torch.stack([a[..., 1, 1], -a[..., 0, 1]], -1),
+                                torch.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2)
+        determinant = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
+    else:
+        raise InputError(f"invert_affine: (..., {d}, {d}) matrices; expected 3x3 or 4x4 affine maps.")
+    inverse = adjugate / determinant[..., None, None]
+    top = torch.cat([inverse, -inverse @ t], dim=-1)
+    return torch.cat([top, matrix[..., d - 1 :, :]], dim=-2)
 
 
 @_full_precision
@@ -214,7 +242,7 @@ def project_to_cameras(
     Returns:
         ``Projection`` with pixels (B, N, P, 2), depth (B, N, P), visible (B, N, P) bool.
     """
-    ego_to_cam = torch.linalg.inv(cam_to_ego)  # (B, N, 4, 4); tiny, and exact for non-rigid inputs too
+    ego_to_cam = invert_affine(cam_to_ego)  # (B, N, 4, 4); exact for non-rigid inputs too
     cam = transform_points(ego_to_cam, points[:, None])  # (B, N, P, 3)
     depth = cam[..., 2]
     # Divide by a clamped depth so that points behind the camera give finite (but invisible) pixels.

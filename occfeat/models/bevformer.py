@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
-from .ops import ms_deform_attn
+from .ops import exporting, ms_deform_attn
 
 # Sampling location given to anchors a camera does not see: far outside [0, 1], so bilinear sampling with zero padding
 # returns exactly zero even after the learned offsets (a few cells) are added.
@@ -106,8 +106,10 @@ class SpatialCrossAttention(_DeformableAttention):
     pairs, the sampling once per camera over exactly the queries it sees.
     """
 
-    def forward(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: CameraGather) -> Tensor:
+    def forward(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: "CameraGather | DenseGather") -> Tensor:
         """query (B, Q, C), query_pos (1, Q, C), features (B, N, C, Hf, Wf) -> (B, Q, C) with the residual added."""
+        if isinstance(gather, DenseGather):
+            return self._forward_dense(query, query_pos, features, gather)
         b, q, c = query.shape
         hf, wf = features.shape[-2:]
         z = gather.anchors.shape[1]
@@ -133,6 +135,32 @@ class SpatialCrossAttention(_DeformableAttention):
         summed = query.new_zeros(b * q, c).index_add_(0, gather.batch * q + gather.query, per_pair_out)
         averaged = summed.view(b, q, c) / gather.cameras_hit.clamp(min=1).unsqueeze(-1).to(summed.dtype)
         return query + self.dropout(self.output_proj(averaged))
+
+
+    def _forward_dense(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: "DenseGather") -> Tensor:
+        """The export path: every (camera, query) pair, with static shapes. A pair whose anchors the camera does not
+        see samples at _OUTSIDE and so adds exactly zero, as in the sparse path, which skips it."""
+        b, q, c = query.shape
+        n, hf, wf = features.shape[1], features.shape[-2], features.shape[-1]
+        z = gather.anchors.shape[3]
+        m, p = self.heads, self.points
+        with_pos = query + query_pos  # (B, Q, C): a query's offsets and weights are the same in every camera
+        value = self.value_proj(rearrange(features, "b n c h w -> (b n) (h w) c")).view(b * n, hf * wf, m, c // m)
+        offsets = self.sampling_offsets(with_pos).view(b, 1, q, m, p // z, z, 2)
+        anchors = gather.anchors.view(b, n, q, 1, 1, z, 2)
+        locations = (anchors + offsets / offsets.new_tensor([wf, hf])).view(b * n, q, m, 1, p, 2)
+        weights = softmax_last(self.attention_weights(with_pos).view(b, 1, q, m, p)).expand(b, n, q, m, p)
+        sampled = ms_deform_attn(value, [(hf, wf)], locations, weights.reshape(b * n, q, m, 1, p))  # (B*N, Q, C)
+        summed = sampled.view(b, n, q, c).sum(dim=1).to(query.dtype)
+        averaged = summed / gather.cameras_hit.clamp(min=1).unsqueeze(-1).to(summed.dtype)
+        return query + self.dropout(self.output_proj(averaged))
+
+
+class DenseGather(NamedTuple):
+    """``CameraGather`` with static shapes (the export path): every (sample, camera, query)."""
+
+    anchors: Tensor  # (B, N, Q, Z, 2) unit (x, y); _OUTSIDE where the camera does not see the anchor
+    cameras_hit: Tensor  # (B, Q)
 
 
 class BEVFormerLayer(nn.Module):
@@ -165,7 +193,7 @@ class BEVFormerLayer(nn.Module):
     def _feed_forward(self, query: Tensor) -> Tensor:
         """The FFN, over chunks of queries on CPU: the (chunk, ffn_dim) hidden activations then stay in cache
         instead of a fresh 160 MB buffer per layer at 200x200 (1.6x faster, bench/models.py). A GPU does it at once."""
-        if query.device.type != "cpu" or query.shape[1] <= _FFN_CHUNK:
+        if query.device.type != "cpu" or query.shape[1] <= _FFN_CHUNK or exporting():
             return self.ffn(query)
         return torch.cat([self.ffn(part) for part in query.split(_FFN_CHUNK, dim=1)], dim=1)
 
@@ -217,7 +245,11 @@ class BEVFormerEncoder(nn.Module):
         projection = project_to_cameras(transform_points(bev_aug, anchors.expand(b, -1, -1)), intrinsics, cam_to_ego, image_hw)
         n = intrinsics.shape[1]
         unit = pixels_to_unit(projection.pixels, image_hw).view(b, n, -1, z, 2)
-        return gather_queries_per_camera(unit, projection.visible.view(b, n, -1, z))
+        visible = projection.visible.view(b, n, -1, z)
+        if exporting():
+            anchors = torch.where(visible.unsqueeze(-1), unit, unit.new_tensor(_OUTSIDE))
+            return DenseGather(anchors, visible.any(dim=-1).sum(dim=1))  # type: ignore[return-value]
+        return gather_queries_per_camera(unit, visible)
 
     def forward(
         self, features: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor, image_hw: tuple[int, int]

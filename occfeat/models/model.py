@@ -46,7 +46,7 @@ def check_inputs(
                 else ""
             )
             raise InputError(f"{name}: got shape {tuple(tensor.shape)}, expected {expected[name]} (B, N, ...).{hint}")
-        if not torch.isfinite(tensor).all():
+        if not torch.compiler.is_exporting() and not torch.isfinite(tensor).all():  # data-dependent: not in a program
             raise InputError(
                 f"{name}: contains NaN or Inf. Check the calibration of every camera (a missing sensor record or an "
                 "intrinsics update that divided by zero)."
@@ -54,7 +54,7 @@ def check_inputs(
     if bev_aug is not None:
         if tuple(bev_aug.shape) != (b, 4, 4):
             raise InputError(f"bev_aug: got shape {tuple(bev_aug.shape)}, expected {(b, 4, 4)} (one 4x4 per sample).")
-        if not torch.isfinite(bev_aug).all():
+        if not torch.compiler.is_exporting() and not torch.isfinite(bev_aug).all():
             raise InputError("bev_aug: contains NaN or Inf.")
     stride = max(FEATURE_STRIDES)
     if h % stride or w % stride:

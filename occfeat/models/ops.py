@@ -15,6 +15,13 @@ FORWARD_CHUNK_BYTES = 8 << 20
 BACKWARD_CHUNK_BYTES = 64 << 20
 
 
+def exporting() -> bool:
+    """True while ``torch.export`` (and so the ONNX exporter) traces the network. The few places whose fast path is
+    data-dependent (sparse gathers sized by ``nonzero``, a custom autograd function, cache-sized chunks) then take a
+    dense path that computes the same numbers with static shapes."""
+    return bool(torch.compiler.is_exporting())
+
+
 def _sample(level_value: Tensor, grid: Tensor) -> Tensor:
     """(BM, D, H, W), (BM, P, Lq, 2) in [-1, 1] -> (BM, D, P, Lq)."""
     return F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -113,6 +120,9 @@ def ms_deform_attn(
             f"{tuple(sampling_locations.shape[:-1])} (B, Lq, M, L, P)."
         )
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    if exporting():  # one grid_sample and one weighted sum per level: a static graph, the same sums
+        return _ms_deform_attn_dense(value.to(dtype), shapes, sampling_locations.to(dtype),
+                                     attention_weights.to(dtype)).to(value.dtype)
     with torch.autocast(device_type=value.device.type, enabled=False):
         # (B, S, M, D) -> (B*M, S, D): per head, each location's D channels contiguous (channels-last levels).
         values = value.to(dtype).permute(0, 2, 1, 3).reshape(b * m, s, d)
@@ -128,6 +138,25 @@ def ms_deform_attn(
             output = summed if output is None else output + summed
     assert output is not None
     return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d).to(value.dtype)
+
+
+def _ms_deform_attn_dense(value: Tensor, shapes: list, locations: Tensor, weights: Tensor) -> Tensor:
+    """``ms_deform_attn`` in plain ops (the export path): the same samples and weighted sums, no chunking and no
+    custom autograd function."""
+    b, s, m, d = value.shape
+    _, lq, _, num_levels, p, _ = locations.shape
+    values = value.permute(0, 2, 3, 1).reshape(b * m, d, s)
+    grids = (2.0 * locations - 1.0).permute(0, 2, 3, 4, 1, 5).reshape(b * m, num_levels, p, lq, 2)
+    point_weights = weights.permute(0, 2, 3, 4, 1).reshape(b * m, num_levels, 1, p, lq)
+    output = None
+    start = 0
+    for level, (h, w) in enumerate(shapes):
+        level_value = values[:, :, start : start + h * w].reshape(b * m, d, h, w)
+        start += h * w
+        summed = (_sample(level_value, grids[:, level]) * point_weights[:, level]).sum(dim=2)  # (B*M, D, Lq)
+        output = summed if output is None else output + summed
+    assert output is not None
+    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
 
 
 def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int], padding: str = "zeros") -> tuple[Tensor, Tensor]:

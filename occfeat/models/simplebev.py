@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
 from .layers import conv_norm_act
-from .ops import average_over_cameras
+from .ops import average_over_cameras, exporting
 
 # Simple-BEV's masked mean adds this to the camera count (utils/basic.py, EPS), and clamps depths to it.
 SIMPLE_BEV_EPS = 1e-6
@@ -57,6 +58,11 @@ class BilinearLifting(nn.Module):
             feature_pixels = projection.pixels * scale
             u, v = feature_pixels.unbind(-1)
             visible = (projection.depth > 0) & (u > -0.5) & (u < wf - 0.5) & (v > -0.5) & (v < hf - 0.5)
+        if exporting():
+            unit = (feature_pixels / feature_pixels.new_tensor([wf - 1.0, hf - 1.0]) if simple_bev
+                    else pixels_to_unit(projection.pixels, image_hw))  # (B, N, P, 2)
+            lifted = _dense_average(features, unit, visible, nonzero=simple_bev)
+            return lifted.view(b, c, h, w, num_z).permute(0, 1, 4, 2, 3)
         # The visible (b, voxel, camera) pairs, grouped by voxel: each voxel's pairs form one bag of 4 taps each.
         pair_b, pair_p, pair_n = visible.permute(0, 2, 1).nonzero(as_tuple=True)  # (B, P, N): sorted by (b, voxel)
         if simple_bev:
@@ -72,8 +78,30 @@ class BilinearLifting(nn.Module):
     def forward(
         self, features: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor, image_hw: tuple[int, int]
     ) -> Tensor:
+        if exporting():  # the dense volume is (B, C, Z, H, W) memory: fold it as (z, c) with a plain reshape
+            volume = self.lift(features, intrinsics, cam_to_ego, bev_aug, image_hw)
+            b, c, num_z, h, w = volume.shape
+            return self.compress(volume.permute(0, 2, 1, 3, 4).reshape(b, num_z * c, h, w))
         volume = self.lift(features, intrinsics, cam_to_ego, bev_aug, image_hw)  # (B, C, Z, H, W)
         b, c, num_z, h, w = volume.shape
         # Fold heights into channels as (z, c): with the (B, H, W, Z, C) memory this is a free channels-last view.
         folded = volume.permute(0, 3, 4, 2, 1).reshape(b, h, w, num_z * c).permute(0, 3, 1, 2)
         return self.compress(folded)
+
+
+def _dense_average(features: Tensor, unit: Tensor, visible: Tensor, *, nonzero: bool) -> Tensor:
+    """The lifting's mean over cameras with static shapes (the export path): every camera samples every voxel with
+    ``grid_sample`` (zero padding, as ``bilinear_taps``), invisible pairs are zeroed, and the sum is divided by the
+    count of seeing cameras (or, ``nonzero``, per channel by the count of non-zero samples + Simple-BEV's 1e-6).
+    (B, N, C, Hf, Wf), (B, N, P, 2) unit, (B, N, P) -> (B, C, P); one camera at a time keeps the memory at 1/N."""
+    b, n, c = features.shape[:3]
+    total = features.new_zeros(b, c, unit.shape[2])
+    count = features.new_zeros(b, c if nonzero else 1, unit.shape[2])
+    for camera in range(n):
+        grid = (2.0 * unit[:, camera] - 1.0).unsqueeze(2)  # (B, P, 1, 2)
+        sampled = torch.nn.functional.grid_sample(features[:, camera], grid, mode="bilinear", padding_mode="zeros",
+                                                  align_corners=False)[..., 0]  # (B, C, P)
+        sampled = sampled * visible[:, camera].unsqueeze(1).to(sampled.dtype)
+        total = total + sampled
+        count = count + ((sampled != 0) if nonzero else visible[:, camera].unsqueeze(1)).to(sampled.dtype)
+    return total / (count + SIMPLE_BEV_EPS) if nonzero else total / count.clamp(min=1)

@@ -4,21 +4,28 @@ The teacher sees each camera's whole image, resized to the nearest multiple of i
 a 16x34 patch grid for ViT-S/14): its patch grid then covers exactly the image's extent, so the unit image
 coordinates of a projected voxel address the patch grid directly (``targets.sample_teacher_features``).
 
+The weights come from the Hub (timm's copy, read from the local Hub cache without a request when it is there), or
+from a local ``.safetensors`` file or folder in timm's, transformers' or the official release's layout
+(``occfeat.pretrain.dinov2``), converted to timm's in memory; a pickle is refused (``occfeat convert dinov2``).
+
 Features are rounded to ``storage_dtype`` (float16 by default) whether they come from the cache or not, so that a
 cached run and an uncached one see bit-identical targets.
 
 The cache holds one safetensors file per sample token under a folder named by the *cache key*: teacher name, the
 identity of its weights (Hub tag, sha256 of a local file, or the seed of a random init), the network's image size,
-the teacher's input size, the camera order and the storage dtype. Change any of them and the features are
-recomputed in a fresh folder; a file whose recorded key differs from its folder's is ignored and rewritten.
+the teacher's input size, the camera order, the storage dtype and any ``model_kwargs``. Change any of them and the
+features are recomputed in a fresh folder; a file whose recorded key differs from its folder's is ignored and
+rewritten. The layout a weights file was in is recorded (``weights_layout``) but is no part of the key: the sha256
+already names the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,12 +35,13 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError, OccfeatError
 from ..io import atomic_write
+from .dinov2 import load_into_model, read_safetensors, resolve_weights_file, to_timm_state_dict
 
 DEFAULT_TEACHER = "vit_small_patch14_dinov2.lvd142m"
 # A stand-in for DINOv2 on generated worlds (SemanticTeacher): what DINOv2 is to real images, made from the renderer's
 # side-car class and instance maps. Never OccFeat's teacher, and never available on real nuScenes.
 STAND_IN_TEACHER = "synthetic-semantic"
-TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file
+TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file, or a folder holding one
 RANDOM_TEACHER_SEED = 0
 
 
@@ -66,6 +74,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face Hub cache, from the environment *now* (huggingface_hub's constants are frozen at its import,
+    so a process that sets ``HF_HOME`` later would look in the wrong place)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _hub_source(name: str) -> tuple[str, str | None, str] | None:
+    """(repository, revision, safetensors file name) timm would download teacher ``name`` from, or None."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 (a name without pretrained configs: nothing can be cached)
+        return None
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        return None
+    repo, _, revision = repo.partition("@")
+    filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
+    return repo, revision or None, filename if filename.endswith(".safetensors") else "model.safetensors"
+
+
+def cached_hub_weights(name: str) -> Path | None:
+    """timm's Hub file of teacher ``name`` when it is already in the local Hub cache (``refs/main``), else None.
+    Reads the disk only: no request, so it works offline (``HF_HUB_OFFLINE=1``)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    source = _hub_source(name)
+    if source is None:
+        return None
+    repo, revision, filename = source
+    found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir(), revision=revision)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -79,7 +126,7 @@ class TeacherSpec:
     """What determines the teacher's features for a sample (the cache key), and what the run records."""
 
     name: str
-    weights: str  # "hub:<name>", "file:<sha256>" or "random:<seed>"
+    weights: str  # "hub:<name>", "file:<sha256>" (of the file given) or "random:<seed>"
     image_size: tuple[int, int]  # the network's images
     input_size: tuple[int, int]  # what the teacher sees
     patch_grid: tuple[int, int]
@@ -87,10 +134,18 @@ class TeacherSpec:
     cameras: tuple[str, ...]
     storage_dtype: str
     dataset: str = ""  # the dataroot and version the sample tokens belong to (set by the cache's user)
+    weights_layout: str = ""  # "timm", "transformers" or "official": what the weights were in before conversion
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. depth)
 
     @property
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        identity = asdict(self)
+        # The layout is provenance, not identity (the sha256 names the file), and empty model_kwargs are left out:
+        # features cached before these fields existed keep their key.
+        identity.pop("weights_layout")
+        if not identity["model_kwargs"]:
+            identity.pop("model_kwargs")
+        text = json.dumps(identity, sort_keys=True)
         return f"{self.name.replace('/', '_')}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
     @property
@@ -108,12 +163,18 @@ class Teacher(nn.Module):
     Args:
         name: a timm ViT (default DINOv2 ViT-S/14).
         image_size: (H, W) of the network's images.
-        weights: "hub" (timm downloads them; fails without network), "auto" (the Hub when reachable, else random
-            with a loud warning), "random" (seeded, with a loud warning), or a local ``.safetensors`` file.
+        weights: "hub" (the local Hub cache when timm's file is there, no request; else timm downloads it; fails
+            offline), "auto" (the cache, else the Hub when reachable, else random with a loud warning), "random"
+            (seeded, with a loud warning), or a local ``.safetensors`` file in timm's, transformers' or the
+            official layout, or a folder holding ``model.safetensors`` (a ``save_pretrained`` folder, a Hub
+            snapshot, or a Hub cache folder ``models--timm--NAME``). Pickles are refused: convert them with
+            ``occfeat convert dinov2 IN.pth OUT.safetensors``.
         image_mean / image_std: the normalisation of the images the network gets; the teacher renormalises to its
             own.
         cameras: camera names in the order of the batch (recorded in the cache key).
         storage_dtype: features are rounded to this dtype (the cache stores it).
+        model_kwargs: extra ``timm.create_model`` arguments (recorded in the cache key), e.g. ``{"depth": 2}`` for a
+            small test model.
     """
 
     def __init__(
@@ -126,19 +187,30 @@ class Teacher(nn.Module):
         image_std: Sequence[float],
         cameras: Sequence[str],
         storage_dtype: torch.dtype = torch.float16,
+        model_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
         import timm
 
+        model_kwargs = dict(model_kwargs or {})
+        reserved = sorted({"pretrained", "img_size", "pretrained_cfg_overlay"} & set(model_kwargs))
+        if reserved:
+            raise ConfigError(f"teacher model_kwargs {reserved}: the teacher sets these itself (pass weights=... and "
+                              "image_size=... instead).")
+        try:
+            json.dumps(model_kwargs, sort_keys=True)
+        except TypeError as error:
+            raise ConfigError(f"teacher model_kwargs {model_kwargs!r} must be JSON values (they are part of the cache "
+                              f"key): {error}") from error
         if not timm.is_model(name.split(".")[0]):
             raise ConfigError(f"teacher {name!r} is not a timm model; e.g. {DEFAULT_TEACHER!r} or vit_base_patch14_dinov2.")
         with torch.device("meta"):  # only to read the patch size
-            probe = timm.create_model(name, pretrained=False)
+            probe = timm.create_model(name, pretrained=False, **model_kwargs)
         if not hasattr(probe, "patch_embed") or not hasattr(probe, "num_prefix_tokens"):
             raise ConfigError(f"teacher {name!r} is not a ViT (no patch embedding): choose a timm ViT such as {DEFAULT_TEACHER!r}.")
         patch = probe.patch_embed.patch_size[0]
         input_size = teacher_input_size(tuple(image_size), patch)
-        self.model, weights_id = self._build(name, weights, input_size)
+        self.model, weights_id, layout = self._build(name, weights, input_size, model_kwargs)
         self.model.eval().requires_grad_(False)
         teacher_cfg = self.model.pretrained_cfg
         mean, std = torch.tensor(teacher_cfg.get("mean", image_mean)), torch.tensor(teacher_cfg.get("std", image_std))
@@ -152,29 +224,55 @@ class Teacher(nn.Module):
             name=name, weights=weights_id, image_size=tuple(image_size), input_size=input_size,
             patch_grid=(input_size[0] // patch, input_size[1] // patch), feature_dim=self.model.embed_dim,
             cameras=tuple(cameras), storage_dtype=str(storage_dtype).replace("torch.", ""),
+            weights_layout=layout, model_kwargs=model_kwargs,
         )
 
     @staticmethod
-    def _build(name: str, weights: str | Path, input_size: tuple[int, int]) -> tuple[nn.Module, str]:
+    def _from_file(
+        name: str, path: Path, input_size: tuple[int, int], model_kwargs: dict[str, Any],
+    ) -> tuple[nn.Module, str]:
+        """A timm model at ``input_size`` holding the weights of a ``.safetensors`` file of any DINOv2 layout."""
         import timm
 
+        state_dict, layout = to_timm_state_dict(read_safetensors(path), source=str(path))
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG as it was
+            model = timm.create_model(name, pretrained=False, img_size=input_size, **model_kwargs)
+        load_into_model(model, state_dict, name, source=str(path))
+        return model, layout
+
+    @staticmethod
+    def _build(
+        name: str, weights: str | Path, input_size: tuple[int, int], model_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[nn.Module, str, str]:
+        """(model, weights identity for the cache key, layout of the weights before conversion)."""
+        import timm
+
+        from ..zoo.hub import is_offline
+
+        model_kwargs = dict(model_kwargs or {})
         weights = str(weights)
         if weights not in TEACHER_WEIGHTS:
-            path = Path(weights).expanduser()
-            if path.suffix != ".safetensors":
-                raise InputError(
-                    f"teacher weights {path}: occfeat reads teacher weights from .safetensors files only (a pickle can "
-                    "run code). Convert it where you trust it with safetensors.torch.save_file(...)."
-                )
-            if not path.is_file():
-                raise InputError(f"teacher weights {path} do not exist.")
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, img_size=input_size)
-            return model, f"file:{_sha256(path)}"
+            path = resolve_weights_file(weights)  # refuses pickles, naming `occfeat convert dinov2`
+            model, layout = Teacher._from_file(name, path, input_size, model_kwargs)
+            return model, f"file:{_sha256(path)}", layout
+        if weights in ("hub", "auto"):
+            cached = cached_hub_weights(name)
+            if cached is not None:  # what timm would download, already here: read it without a request
+                model, layout = Teacher._from_file(name, cached, input_size, model_kwargs)
+                return model, f"hub:{name}", layout
+        if weights == "hub" and is_offline():
+            repo = (_hub_source(name) or (f"timm/{name}",))[0]
+            raise TeacherWeightsError(
+                f"teacher {name!r}: offline (HF_HUB_OFFLINE/OCCFEAT_OFFLINE) and its weights are not in the Hub cache "
+                f"{hub_cache_dir()}. Fetch them where there is network (`hf download {repo}`) and copy that cache "
+                "here, or give a file with --teacher-weights FILE.safetensors."
+            )
         if weights == "auto" and not hub_reachable():
             reason = "the Hub is unreachable"
         elif weights in ("hub", "auto"):
             try:
-                return timm.create_model(name, pretrained=True, img_size=input_size), f"hub:{name}"
+                model = timm.create_model(name, pretrained=True, img_size=input_size, **model_kwargs)
+                return model, f"hub:{name}", "timm"
             except Exception as error:  # noqa: BLE001 (timm raises whatever the download raised)
                 if weights == "hub":
                     raise TeacherWeightsError(
@@ -193,8 +291,8 @@ class Teacher(nn.Module):
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_TEACHER_SEED)
-            model = timm.create_model(name, pretrained=False, img_size=input_size)
-        return model, f"random:{RANDOM_TEACHER_SEED}"
+            model = timm.create_model(name, pretrained=False, img_size=input_size, **model_kwargs)
+        return model, f"random:{RANDOM_TEACHER_SEED}", ""
 
     needs: tuple[str, ...] = ("images",)  # the batch keys the teacher reads
 
