@@ -4,9 +4,11 @@
     python bench/models.py --arch bevformer-enb0 --repeats 7
     python bench/models.py --deform-only        # just the ms_deform_attn vs per-level/per-head loop comparison
 
-Each architecture runs in its own subprocess so that its peak RSS is its own. Input: 6 cameras at 224x480, the
+Each architecture runs in its own subprocess so that its peak RSS is its own (building and the timed steps; the FLOP
+count runs after it is read). Input: 6 cameras at 224x480, the
 200x200 BEV raster, the nominal nuScenes rig, random weights. FLOPs are counted by ``torch.utils.flop_counter`` (matmuls
-and convolutions; grid_sample, norms and element-wise ops are not counted, so "achieved FLOP/s" is a lower bound on
+and convolutions, a grouped convolution's backward counted as twice its forward, not as torch's dense formula;
+grid_sample, norms and element-wise ops are not counted, so "achieved FLOP/s" is a lower bound on
 the work done). The matmul peak is the best of 10 2048^3 float32 matmuls, measured in the same run with the same thread count.
 """
 
@@ -21,8 +23,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from timing import median_seconds
-from torch.utils.flop_counter import FlopCounterMode
+from timing import count_flops, median_seconds
 
 FULL_SIZE = ["bevformer-enb0", "bevformer-r50", "simplebev-enb0", "simplebev-r50", "simplebev-r101"]
 IMAGE_HW = (224, 480)
@@ -42,13 +43,8 @@ def matmul_peak_flops(repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int) -> dict:
+def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int, checkpointing: bool = False,
+                       compiled: bool = False) -> dict:
     import occfeat
     from occfeat.models.geometry import nuscenes_camera_rig
 
@@ -70,13 +66,32 @@ def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int) ->
         outputs = model(**batch)
         sum(v.float().mean() for v in outputs.values()).backward()
 
+    # Timed first, so that the peak RSS is the timed steps' (with checkpointing, if asked), not the FLOP count's.
+    model.set_activation_checkpointing(checkpointing)
+    counted = model
+    if compiled:
+        from occfeat.models.compile import compile_model
+
+        counted = occfeat.create_model(arch, image_size=IMAGE_HW)  # FLOPs are counted on an eager copy
+        counted.load_state_dict(model.state_dict())
+        compile_model(model, True)
     model.eval()
-    # Counted with autograd on: FlopCounterMode's module hooks trip over views of parameters made under no_grad.
-    forward_flops = count_flops(lambda: model(**batch))
     forward_s = median_seconds(forward, repeats, warmup)
     model.train()
-    train_flops = count_flops(forward_backward)
     train_s = median_seconds(forward_backward, repeats, warmup)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # The network's work, counted eagerly and without checkpointing (its recomputation is overhead, not work), with
+    # autograd on: FlopCounterMode's module hooks trip over views of parameters made under no_grad.
+    model.set_activation_checkpointing(False)
+    counted.eval()
+    forward_flops = count_flops(lambda: counted(**batch))
+    counted.train()
+
+    def counted_step() -> None:
+        counted.zero_grad(set_to_none=True)
+        sum(v.float().mean() for v in counted(**batch).values()).backward()
+
+    train_flops = count_flops(counted_step)
     return dict(
         arch=arch,
         params=sum(p.numel() for p in model.parameters()),
@@ -86,7 +101,7 @@ def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int) ->
         train_s=train_s,
         forward_gflops_per_s=forward_flops / forward_s / 1e9,
         train_gflops_per_s=train_flops / train_s / 1e9,
-        peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        peak_rss_gib=peak_rss,
     )
 
 
@@ -148,6 +163,62 @@ def bench_deform_attn(repeats: int, warmup: int) -> list[dict]:
     return rows
 
 
+def memory_bandwidth(repeats: int = 5) -> float:
+    """Bytes per second of a large out-of-cache copy (256 MiB read + 256 MiB written), best of ``repeats``."""
+    source = torch.randn(64 << 20)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * source.numel() * source.element_size() / best
+
+
+def profile_forward(arch: str, threads: int) -> None:
+    """Where a forward's time goes, by aten op (self time), and the sampling's bytes against the memory bandwidth:
+    the evidence for what limits BEVFormer on a CPU."""
+    import occfeat
+    from occfeat.models.geometry import nuscenes_camera_rig
+
+    torch.manual_seed(0)
+    model = occfeat.create_model(arch).eval()
+    intrinsics, cam_to_ego = nuscenes_camera_rig(IMAGE_HW)
+    batch = dict(images=torch.randn(1, 6, 3, *IMAGE_HW), intrinsics=intrinsics[None], cam_to_ego=cam_to_ego[None])
+    with torch.no_grad():
+        model(**batch)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            tic = time.perf_counter()
+            model(**batch)
+            total = time.perf_counter() - tic
+    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    print(f"\n{arch} forward, {threads} threads, {total:.3f} s wall (profiled)\n")
+    print("| aten op | self s | share | calls |")
+    print("| --- | ---: | ---: | ---: |")
+    for event in events[:12]:
+        print(f"| {event.key} | {event.self_cpu_time_total / 1e6:.3f} | {event.self_cpu_time_total / 1e6 / total:.0%} "
+              f"| {event.count} |")
+    if model.config.view_transform != "bevformer":
+        return
+    # Bytes the deformable sampling moves at the least: every sample reads its 4 bilinear taps of D channels and
+    # writes one D-vector, which the weighted sum reads back (the gathers' cache reuse can only lower the reads).
+    config, gather = model.config, model.view_transform.camera_gather(
+        intrinsics[None], cam_to_ego[None], torch.eye(4)[None], IMAGE_HW)
+    d = config.bev_channels // config.bevformer_heads
+    per_query = config.bevformer_heads * d * 4  # bytes of one head-sample vector set, float32
+    self_samples = config.grid.shape[0] * config.grid.shape[1] * config.bevformer_self_points
+    cross_samples = sum(gather.pairs_per_camera) * config.bevformer_cross_points
+    samples = config.bevformer_layers * (self_samples + cross_samples)
+    moved = samples * per_query * (4 + 1 + 1)
+    sampling_s = sum(e.self_cpu_time_total for e in events if "grid_sampler" in e.key) / 1e6
+    bandwidth = memory_bandwidth()
+    print(f"\ndeformable sampling: {samples / 1e6:.1f} M samples of {config.bevformer_heads} heads x {d} channels, "
+          f">= {moved / 1e9:.2f} GB moved (4 taps read, 1 sample written and read back); grid_sampler time "
+          f"{sampling_s:.3f} s = {moved / sampling_s / 1e9:.1f} GB/s; this machine's copy bandwidth "
+          f"{bandwidth / 1e9:.1f} GB/s: the sampling alone needs >= {moved / bandwidth:.3f} s at full bandwidth")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", default=FULL_SIZE)
@@ -156,16 +227,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--deform-only", action="store_true")
+    parser.add_argument("--activation-checkpointing", action="store_true", help="time training with it on")
+    parser.add_argument("--compile", action="store_true", help="time the compiled network (compile time excluded)")
+    parser.add_argument("--profile", action="store_true", help="per-op forward breakdown and the bandwidth bound")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one architecture, JSON on stdout
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args.one:
-        print(json.dumps(bench_architecture(args.one, args.repeats, args.warmup, args.batch_size)))
+        print(json.dumps(bench_architecture(args.one, args.repeats, args.warmup, args.batch_size,
+                                            args.activation_checkpointing, args.compile)))
         return
 
+    if args.profile:
+        for arch in args.arch:
+            profile_forward(arch, args.threads)
+        return
     peak = matmul_peak_flops()
-    print(f"# torch {torch.__version__}, {args.threads} threads, dense fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"# torch {torch.__version__}, {args.threads} threads, dense fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+          f"{', activation checkpointing' if args.activation_checkpointing else ''}{', compiled' if args.compile else ''}")
     if not args.deform_only:
         print(
             "| architecture | params | fwd GFLOPs | fwd s | fwd GFLOP/s | fwd / peak | fwd+bwd GFLOPs | fwd+bwd s "
@@ -175,7 +255,9 @@ def main() -> None:
         for arch in args.arch:
             child = subprocess.run(
                 [sys.executable, __file__, "--one", arch, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-                 "--batch-size", str(args.batch_size), "--threads", str(args.threads)],
+                 "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                 *(["--activation-checkpointing"] if args.activation_checkpointing else []),
+                 *(["--compile"] if args.compile else [])],
                 capture_output=True, text=True, check=True,
             )
             r = json.loads(child.stdout.strip().splitlines()[-1])

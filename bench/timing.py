@@ -6,6 +6,9 @@ import statistics
 import time
 from typing import Callable
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls, after ``warmup`` untimed calls."""
@@ -17,3 +20,21 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - tic)
     return statistics.median(times)
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """A convolution's backward: each of the input and the weight gradient costs what the forward does. torch's own
+    formula counts the weight gradient of a grouped convolution as if it were dense, (C + 1) / 2 times too much for a
+    depthwise one: with EfficientNet's, torch's count puts a tiny SimpleBEV's backward at 10x its forward instead
+    of 2x."""
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Matmul and convolution FLOPs of ``fn()`` (torch's ``FlopCounterMode``, with ``conv_backward_flops``): what
+    every benchmark here counts."""
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as c:
+        fn()
+    return c.get_total_flops()

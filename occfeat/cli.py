@@ -137,7 +137,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     result = finetune(
         args.model, dataroot=args.dataroot, version=args.version, out_dir=args.out, fraction=args.fraction,
         count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
-        freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides,
+        freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides, compile=args.compile,
+        activation_checkpointing=args.activation_checkpointing,
     )
     print(result.summary())
     return 0
@@ -157,7 +158,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         val_split=None if args.val_split == "none" else args.val_split, recipe=args.recipe, mode=args.mode,
         max_steps=args.steps, val_samples=args.val_samples, teacher_weights=args.teacher_weights,
         cache_dir=args.cache_dir, device=args.device, seed=args.seed, recipe_overrides=overrides,
-        pictures=not args.no_pictures,
+        pictures=not args.no_pictures, compile=args.compile, activation_checkpointing=args.activation_checkpointing,
     )
     print(result.summary())
     return 0
@@ -410,6 +411,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     tune.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N val samples only")
     tune.add_argument("--freeze", nargs="*", default=[], help="parts to keep frozen, e.g. backbone neck")
     tune.add_argument("--label-protocol", default=None, help="vehicle raster: lss (the literature's, default) | cell-center")
+    tune.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                      help="torch.compile the network (default backend inductor; e.g. --compile aot_eager)")
+    tune.add_argument("--activation-checkpointing", action="store_true",
+                      help="recompute activations in backward: less memory (bevformer-enb0 batch 1: 3.1 vs 9.1 GiB)")
     tune.set_defaults(func=_cmd_finetune)
 
     pre = verbs.add_parser("pretrain", parents=[data_options], help="OccFeat self-supervised pretraining (no labels)")
@@ -439,6 +444,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--batch-size", type=int, default=None, help="global batch")
     pre.add_argument("--num-workers", type=int, default=None)
     pre.add_argument("--no-pictures", action="store_true", help="skip the PCA / occupancy pictures at the end")
+    pre.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                     help="torch.compile the pretraining step (default backend inductor; e.g. --compile aot_eager)")
+    pre.add_argument("--activation-checkpointing", action="store_true",
+                      help="recompute activations in backward: less memory (bevformer-enb0 batch 1: 3.1 vs 9.1 GiB)")
     pre.set_defaults(func=_cmd_pretrain)
 
     evaluation = verbs.add_parser("evaluate", parents=[data_options], help="IoU on a split, optionally corrupted")

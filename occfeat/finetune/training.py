@@ -21,6 +21,7 @@ from ..data import Augmentation, NuScenesBEV, data_options, make_loader, save_su
 from ..data.labels import check_label_protocol
 from ..engine import Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..models import BEVModel
+from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
 from ..runs import FINETUNE_KIND, RUN_FILE, export, train_config, write_run_record  # noqa: F401  (RUN_FILE: public here too)
 from ..zoo.loading import load_for_finetuning, training_load_kwargs  # their owner is the zoo
 from .evaluation import evaluate_model, write_report
@@ -75,6 +76,8 @@ def finetune(
     progress: bool = True,
     recipe_overrides: dict[str, Any] | None = None,
     load_kwargs: dict[str, Any] | None = None,
+    compile: CompileOption = False,
+    activation_checkpointing: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on a labelled subset and evaluate it; resumes when ``out_dir`` holds a checkpoint.
 
@@ -86,9 +89,14 @@ def finetune(
         max_steps: overrides the recipe's schedule rule (``schedule_steps``).
         val_samples: evaluate on the first N validation samples only (quick runs).
         freeze_parts: parts kept frozen (BatchNorm statistics too).
+        compile: ``torch.compile`` the network (``True``: inductor, a backend name, or a dict of ``torch.compile``
+            arguments; ``occfeat.models.compile.compile_model``), recorded in ``run.json``.
+        activation_checkpointing: recompute the backbone stages and BEVFormer's layers in backward instead of keeping
+            their activations (``BEVModel.set_activation_checkpointing``): same gradients, less memory, more time.
     """
     recipe = get_recipe(recipe, **(recipe_overrides or {})) if isinstance(recipe, str) else recipe
     check_label_protocol(recipe.label_protocol)  # before any download or load
+    compile_options(compile)  # an unknown backend fails before any download or load
     # Before anything draws: the network (from scratch) and the heads a pretrained load re-initialises are part of
     # the run, so the seed must fix them too (the trainer seeds again, per rank, for the steps).
     seed_everything(seed)
@@ -129,6 +137,10 @@ def finetune(
                             num_workers=recipe.num_workers),
         config_of_run, param_groups=groups, evaluate=evaluate,
     )
+    # In place, so the DDP wrapper calls the compiled network and checkpoints keep their keys; after the Trainer, which
+    # resolves the device whose toolchain (C++ compiler, Triton) the backend needs.
+    network.set_activation_checkpointing(activation_checkpointing)
+    compile_model(network, compile, device=trainer.device)
     if dist_utils.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_subset(train_set.sample_tokens, out / "subset.json")
@@ -140,6 +152,8 @@ def finetune(
             "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
             "label_protocol": recipe.label_protocol,
             "freeze_parts": list(freeze_parts), "processes": world,
+            "compile": describe(compile) if is_compiled(network) else False,  # False too when it fell back to eager
+            "activation_checkpointing": bool(activation_checkpointing),
         })
     result = trainer.fit()
     metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,

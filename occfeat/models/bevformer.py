@@ -10,6 +10,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -225,6 +226,8 @@ class BEVFormerEncoder(nn.Module):
         self.layers = nn.ModuleList(
             BEVFormerLayer(dim, heads, self_points, cross_points, ffn_dim, dropout) for _ in range(layers)
         )
+        # Recompute each layer's activations in backward instead of keeping them (BEVModel.set_activation_checkpointing)
+        self.activation_checkpointing = False
 
     def positional_embedding(self) -> Tensor:
         """(1, H*W, C): column embedding then row embedding, per cell."""
@@ -262,6 +265,10 @@ class BEVFormerEncoder(nn.Module):
         query_pos = self.positional_embedding()
         query = self.bev_queries.unsqueeze(0).expand(b, -1, -1)
         for layer in self.layers:
-            query = layer(query, query_pos, reference_xy, (h, w), features, gather)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                query = torch.utils.checkpoint.checkpoint(layer, query, query_pos, reference_xy, (h, w), features,
+                                                          gather, use_reentrant=False)
+            else:
+                query = layer(query, query_pos, reference_xy, (h, w), features, gather)
         # A channels-last view, not a transpose: the heads' convolutions take that layout as it is.
         return query.view(b, h, w, -1).permute(0, 3, 1, 2)

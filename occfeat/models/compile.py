@@ -51,8 +51,8 @@ def compile_options(option: CompileOption) -> dict[str, Any] | None:
         options = {"backend": DEFAULT_BACKEND, **option}
         unknown = sorted(set(options) - set(_COMPILE_KWARGS))
         if unknown:
-            raise ConfigError(f"compile={dict(option)!r}: unknown torch.compile argument(s) {unknown}; expected some of "
-                              f"{list(_COMPILE_KWARGS)}.")
+            raise ConfigError(f"compile={dict(option)!r}: unknown torch.compile argument(s) {unknown}; expected some "
+                              f"of {list(_COMPILE_KWARGS)}.")
     else:
         raise ConfigError(f"compile={option!r}: expected True, False, a backend name (e.g. 'inductor', 'aot_eager') "
                           "or a dict of torch.compile arguments.")
@@ -100,7 +100,8 @@ def missing_requirement(backend: Any, device: torch.device) -> str | None:
         from torch.utils._triton import has_triton
 
         if not has_triton():
-            return "Triton is missing or cannot run on this GPU, and inductor needs it for CUDA kernels; pip install triton"
+            return ("Triton is missing or cannot run on this GPU, and inductor needs it for CUDA kernels; pip install "
+                    "triton")
     return None
 
 
@@ -169,3 +170,8 @@ def compile_model(model: ModuleT, option: CompileOption = True, *, device: torch
     model.compile(**options)
     model._compiled_call_impl = _guarded(model, model._compiled_call_impl, what)
     return model
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module``'s calls run compiled (``compile_model`` took effect and no backend failure reverted it)."""
+    return getattr(module, "_compiled_call_impl", None) is not None

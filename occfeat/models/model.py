@@ -108,6 +108,16 @@ class BEVModel(nn.Module):
             return build_heads(c, config.heads, config.map_classes)
         raise InputError(f"part={part!r}: expected one of {list(PARTS)}.")
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> "BEVModel":
+        """Trade compute for memory in training: the backbone's stages (timm's grad checkpointing) and BEVFormer's
+        encoder layers recompute their activations in backward instead of keeping them (dropout masks replayed, so
+        gradients are unchanged). Returns self."""
+        if hasattr(self.backbone, "set_grad_checkpointing"):
+            self.backbone.set_grad_checkpointing(enabled)
+        if hasattr(self.view_transform, "activation_checkpointing"):
+            self.view_transform.activation_checkpointing = enabled
+        return self
+
     def image_features(self, images: Tensor) -> Tensor:
         """(B, N, 3, H, W) normalised images -> (B, N, C, H/8, W/8)."""
         b, n = images.shape[:2]

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import UnknownNameError
+from .compile import CompileOption, compile_model
 from .config import BEVModelConfig
 from .model import BEVModel
 
@@ -55,6 +56,7 @@ def create_model(
     *,
     pretrained_backbone: bool | str = False,
     device: torch.device | str | None = None,
+    compile: CompileOption = False,
     **overrides: Any,
 ) -> BEVModel:
     """Build a registered architecture with random BEV weights.
@@ -64,6 +66,8 @@ def create_model(
         pretrained_backbone: ImageNet weights for the image backbone: ``True`` through timm when reachable (random,
             with a warning, otherwise), a local file path, or ``False``.
         device: build directly on this device; ``"meta"`` allocates nothing (load weights with ``assign=True``).
+        compile: ``torch.compile`` the model's calls in place: ``True`` (inductor), a backend name, or a dict of
+            ``torch.compile`` arguments (see ``occfeat.models.compile.compile_model``).
         **overrides: config fields, e.g. ``image_size=(448, 800)``, ``grid={"resolution": 1.0}``.
 
     >>> model = create_model("simplebev-tiny")
@@ -72,5 +76,6 @@ def create_model(
     """
     config = get_model_config(arch, **overrides)
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return BEVModel(config, pretrained_backbone=pretrained_backbone)
+        model = BEVModel(config, pretrained_backbone=pretrained_backbone)
+    return compile_model(model, compile)
 

@@ -29,6 +29,7 @@ from ..engine import Trainer, TrainResult, distributed as dist_utils
 from ..engine.data import move_to_device
 from ..errors import ConfigError
 from ..models import BEVModel
+from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
 from ..runs import PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, rank_shard, train_config, write_run_record  # noqa: F401
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
@@ -137,6 +138,8 @@ def pretrain(
     pictures: bool = True,
     recipe_overrides: dict[str, Any] | None = None,
     load_kwargs: dict[str, Any] | None = None,
+    compile: CompileOption = False,
+    activation_checkpointing: bool = False,
 ) -> PretrainResult:
     """OccFeat-pretrain ``model`` on every key frame of ``split`` (images and Lidar; no labels are read); resumes
     when ``out_dir`` holds a checkpoint.
@@ -149,8 +152,15 @@ def pretrain(
         val_split / val_samples: held-out key frames for the head's occupancy IoU (None: no evaluation).
         cache_dir: the teacher-feature cache (default ``default_cache_dir()``).
         pictures: write the PCA and occupancy pictures to ``out_dir/pictures`` at the end.
+        compile: ``torch.compile`` the training step's module, the network with its head and loss (``True``:
+            inductor, a backend name, or a dict of ``torch.compile`` arguments; ``occfeat.models.compile``), recorded
+            in ``run.json``. Evaluation and pictures call the pretrainer's methods and run eagerly.
+        activation_checkpointing: recompute the backbone stages and BEVFormer's layers in backward instead of keeping
+            their activations (``BEVModel.set_activation_checkpointing``): same gradients, less memory, more time.
     """
     from ..zoo.loading import load_for_finetuning, training_load_kwargs
+
+    compile_options(compile)  # an unknown backend fails before any download or load
 
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     changes = {**(recipe_overrides or {}), **({"mode": mode} if mode else {}),
@@ -215,6 +225,10 @@ def pretrain(
     )
     if teacher is not None:
         teacher.to(trainer.device)
+    # The pretrainer, not its network: the step calls network.forward_features, which compiling the network's calls
+    # would leave eager. In place (DDP calls it, checkpoints keep their keys), on the device the Trainer resolved.
+    network.set_activation_checkpointing(activation_checkpointing)
+    compile_model(pretrainer, compile, device=trainer.device)
     if dist_utils.is_main():
         write_run_record(out, {
             "kind": RUN_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
@@ -227,6 +241,8 @@ def pretrain(
                              "a random-weight ViT: a control without pretrained features, not OccFeat's teacher"
                              if str(teacher.spec.weights).startswith("random") else "OccFeat's image teacher"),
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
+            "compile": describe(compile) if is_compiled(pretrainer) else False,  # False too when it fell back to eager
+            "activation_checkpointing": bool(activation_checkpointing),
         })
     result = trainer.fit()
     metrics: dict[str, float] = {}

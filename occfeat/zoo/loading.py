@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputError, OccfeatError, UnknownNameError
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config, list_models
+from ..models.compile import CompileOption, compile_model, compile_options
 from .hub import commit_of, fetch_file
 from .registry import WeightSpec, get_weights
 
@@ -234,6 +235,7 @@ def load(
     token: str | bool | None = None,
     key_map: dict[str, str] | None = None,
     verify: str = "once",
+    compile: CompileOption = False,
     **overrides: Any,
 ) -> BEVModel:
     """Build a network and load its weights.
@@ -255,6 +257,8 @@ def load(
             ``HF_HUB_OFFLINE``).
         key_map: prefix rewrites applied to the checkpoint's keys, e.g. ``{"model.": ""}``.
         verify: ``"once"`` (hash on first use, then trust a size+mtime stamp), ``"always"`` or ``"never"``.
+        compile: ``torch.compile`` the loaded model's calls in place: ``True`` (inductor), a backend name, or a dict
+            of ``torch.compile`` arguments (``occfeat.models.compile.compile_model``); state-dict keys are unchanged.
         **overrides: architecture options (see ``BEVModelConfig``).
 
     Returns the model with ``.load_report``, ``.weight_spec`` and ``.provenance``.
@@ -265,6 +269,7 @@ def load(
     """
     if strict not in (True, False, "auto"):
         raise ConfigError(f"strict={strict!r}: expected True, False or 'auto'.")
+    compile_options(compile)  # an unknown backend fails before any download
     if num_classes is not None:
         overrides["map_classes"] = tuple(f"class_{i}" for i in range(num_classes))
     hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token, verify=verify)
@@ -295,7 +300,7 @@ def load(
     model.load_report = report
     model.weight_spec = source.spec
     model.provenance = source.provenance
-    return model
+    return compile_model(model, compile, device=device)
 
 
 def _read_safetensors(path: Path, device: torch.device) -> dict[str, Tensor]:
