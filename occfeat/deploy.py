@@ -95,6 +95,7 @@ def export_program(model: str | nn.Module, path: str | Path | None = None, *, ba
     """A ``torch.export`` program of the network (batch dimension dynamic), saved to ``path`` (``.pt2``) if given."""
     network = _resolve_model(model).eval()
     deployed = _Deployed(network)
+    batch_size = max(2, batch_size)  # traced at batch 1, torch.export specialises the batch dimension to 1
     batch = torch.export.Dim("batch", min=1, max=1024)
     dynamic = {name: {0: batch} for name in INPUT_NAMES}
     with torch.no_grad():

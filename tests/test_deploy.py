@@ -80,6 +80,6 @@ def test_bad_input_to_an_exported_network_names_the_expected_shape(exported):
 def test_the_full_size_networks_export_and_run_in_onnx_runtime(arch, tmp_path):
     torch.manual_seed(0)
     model = occfeat.create_model(arch).eval()
-    export_onnx(model, tmp_path / "model.onnx", batch_size=1)
+    export_onnx(model, tmp_path / "model.onnx")
     worst = compare(model, OnnxModel(tmp_path / "model.onnx"), batch_sizes=(1,))
     assert max(worst.values()) <= TOLERANCE, worst
