@@ -21,6 +21,7 @@ from .bevformer import BEVFormerEncoder
 from .config import BEVModelConfig
 from .decoder import ResNetBEVDecoder
 from .heads import build_heads
+from .ops import exporting
 from .simplebev import BilinearLifting
 
 PARTS: tuple[str, ...] = ("backbone", "neck", "view_transform", "decoder", "heads")
@@ -46,7 +47,7 @@ def check_inputs(
                 else ""
             )
             raise InputError(f"{name}: got shape {tuple(tensor.shape)}, expected {expected[name]} (B, N, ...).{hint}")
-        if not torch.compiler.is_exporting() and not torch.isfinite(tensor).all():  # data-dependent: not in a program
+        if not exporting() and not torch.isfinite(tensor).all():  # data-dependent: not in a program
             raise InputError(
                 f"{name}: contains NaN or Inf. Check the calibration of every camera (a missing sensor record or an "
                 "intrinsics update that divided by zero)."
@@ -54,7 +55,7 @@ def check_inputs(
     if bev_aug is not None:
         if tuple(bev_aug.shape) != (b, 4, 4):
             raise InputError(f"bev_aug: got shape {tuple(bev_aug.shape)}, expected {(b, 4, 4)} (one 4x4 per sample).")
-        if not torch.compiler.is_exporting() and not torch.isfinite(bev_aug).all():
+        if not exporting() and not torch.isfinite(bev_aug).all():
             raise InputError("bev_aug: contains NaN or Inf.")
     stride = max(FEATURE_STRIDES)
     if h % stride or w % stride:
