@@ -1,4 +1,5 @@
-"""ms_deform_attn against an independent brute-force bilinear reference."""
+"""ms_deform_attn, both implementations ("gather" and "grid_sample"), against an independent brute-force bilinear
+reference and plain autograd."""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def reference_ms_deform_attn(value, spatial_shapes, locations, weights):
     return out.reshape(b, lq, m * d)
 
 
+IMPLEMENTATIONS = pytest.mark.parametrize("implementation", ["gather", "grid_sample"])
+
+
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_ms_deform_attn_matches_brute_force_reference(seed):
+def test_ms_deform_attn_matches_brute_force_reference(seed, implementation):
     g = torch.Generator().manual_seed(seed)
     b, m, d, p, lq = 2, 3, 4, 3, 5
     spatial_shapes = [(int(torch.randint(2, 7, (1,), generator=g)), int(torch.randint(2, 9, (1,), generator=g))) for _ in range(3)]
@@ -50,19 +55,20 @@ def test_ms_deform_attn_matches_brute_force_reference(seed):
     weights = weights.view(b, lq, m, len(spatial_shapes), p)
     assert ((locations < 0) | (locations > 1)).any(), "the test must exercise points outside the map"
 
-    got = ms_deform_attn(value, torch.tensor(spatial_shapes), locations, weights)
+    got = ms_deform_attn(value, torch.tensor(spatial_shapes), locations, weights, implementation=implementation)
     expected = reference_ms_deform_attn(value, spatial_shapes, locations, weights)
     assert got.shape == (b, lq, m * d)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_ms_deform_attn_float32_matches_reference():
+@IMPLEMENTATIONS
+def test_ms_deform_attn_float32_matches_reference(implementation):
     g = torch.Generator().manual_seed(3)
     shapes = [(4, 6), (2, 3)]
     value = torch.randn(1, 30, 2, 8, generator=g)
     locations = torch.rand(1, 7, 2, 2, 4, 2, generator=g) * 1.4 - 0.2
     weights = torch.rand(1, 7, 2, 2, 4, generator=g)
-    got = ms_deform_attn(value, shapes, locations, weights)
+    got = ms_deform_attn(value, shapes, locations, weights, implementation=implementation)
     expected = reference_ms_deform_attn(value.double(), shapes, locations.double(), weights.double())
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
 
@@ -73,6 +79,13 @@ def test_ms_deform_attn_rejects_inconsistent_shapes():
         ms_deform_attn(value, [(3, 3)], torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 2))
     with pytest.raises(InputError, match="attention_weights"):
         ms_deform_attn(value, [(2, 5)], torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 3))
+    with pytest.raises(InputError, match="value_map"):
+        ms_deform_attn(value, [(2, 5)], torch.rand(3, 5, 2, 1, 2, 2), torch.rand(3, 5, 2, 1, 2))
+    with pytest.raises(InputError, match="value_map must be an integer tensor of shape"):
+        ms_deform_attn(value, [(2, 5)], torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 2),
+                       value_map=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(InputError, match="implementation"):
+        ms_deform_attn(value, [(2, 5)], torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 2), implementation="cuda")
 
 
 def autograd_ms_deform_attn(value, spatial_shapes, locations, weights):
@@ -101,31 +114,54 @@ def differentiable_inputs(seed, batch, queries, shapes, heads, dim, points):
     return (value, locations.requires_grad_(), weights.requires_grad_()), upstream
 
 
-def test_ms_deform_attn_gradients_match_plain_autograd():
+@IMPLEMENTATIONS
+def test_ms_deform_attn_gradients_match_plain_autograd(implementation):
     shapes = [(5, 7), (3, 4)]
     inputs, upstream = differentiable_inputs(4, batch=2, queries=6, shapes=shapes, heads=2, dim=3, points=3)
     value, locations, weights = inputs
-    ours = torch.autograd.grad(ms_deform_attn(value, shapes, locations, weights), inputs, upstream)
+    ours = torch.autograd.grad(ms_deform_attn(value, shapes, locations, weights, implementation=implementation),
+                               inputs, upstream)
     plain = torch.autograd.grad(autograd_ms_deform_attn(value, shapes, locations, weights), inputs, upstream)
     for name, a, b in zip(("value", "locations", "weights"), ours, plain):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=name)
-    assert torch.autograd.gradcheck(lambda *x: ms_deform_attn(x[0], shapes, x[1], x[2]), inputs)
+    assert torch.autograd.gradcheck(lambda *x: ms_deform_attn(x[0], shapes, x[1], x[2], implementation=implementation),
+                                    inputs)
 
 
-def test_ms_deform_attn_in_query_chunks_is_identical(monkeypatch):
-    """On CPU the op works through cache-sized chunks of queries; force many tiny chunks and compare."""
+def test_ms_deform_attn_gather_in_query_chunks_is_identical(monkeypatch):
+    """The gather path computes its taps in cache-sized chunks of queries; force many tiny chunks and compare."""
     from occfeat.models import ops
 
     shapes = [(6, 5), (3, 3)]
-    inputs, upstream = differentiable_inputs(5, batch=1, queries=50, shapes=shapes, heads=2, dim=4, points=3)
+    inputs, upstream = differentiable_inputs(5, batch=2, queries=50, shapes=shapes, heads=2, dim=4, points=3)
     value, locations, weights = inputs
-    whole = ms_deform_attn(value, shapes, locations, weights)
+    whole = ms_deform_attn(value, shapes, locations, weights, implementation="gather")
     whole_grads = torch.autograd.grad(whole, inputs, upstream)
-    per_query = 2 * 4 * 3 * 8  # bytes of samples per query: B*M * D * P * float64
-    monkeypatch.setattr(ops, "FORWARD_CHUNK_BYTES", 7 * per_query)
-    monkeypatch.setattr(ops, "BACKWARD_CHUNK_BYTES", 11 * per_query)
-    chunked = ms_deform_attn(value, shapes, locations, weights)
+    monkeypatch.setattr(ops, "TAP_CHUNK", 7 * 2 * 2 * 2 * 3)  # 7 queries of B * M * L * P locations
+    chunked = ms_deform_attn(value, shapes, locations, weights, implementation="gather")
     chunked_grads = torch.autograd.grad(chunked, inputs, upstream)
     torch.testing.assert_close(chunked, whole, atol=1e-12, rtol=0)
     for a, b in zip(chunked_grads, whole_grads):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@IMPLEMENTATIONS
+def test_ms_deform_attn_value_map_samples_the_named_maps(implementation):
+    """Each query samples the map value_map names: equal to sampling that map alone, query by query, and with
+    gradients equal to plain autograd's."""
+    shapes = [(5, 6)]
+    g = torch.Generator().manual_seed(6)
+    value = torch.randn(4, 30, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    locations = (torch.rand(1, 9, 2, 1, 4, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2).requires_grad_()
+    weights = torch.rand(1, 9, 2, 1, 4, generator=g, dtype=torch.float64).requires_grad_()
+    value_map = torch.tensor([[3, 0, 0, 2, 3, 1, 0, 3, 2]])  # unsorted, every map used
+    got = ms_deform_attn(value, shapes, locations, weights, value_map=value_map, implementation=implementation)
+    expected = torch.cat([
+        autograd_ms_deform_attn(value[k : k + 1], shapes, locations[:, q : q + 1], weights[:, q : q + 1])
+        for q, k in enumerate(value_map[0].tolist())
+    ], dim=1)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    upstream = torch.randn_like(got)
+    inputs = (value, locations, weights)
+    for a, b in zip(torch.autograd.grad(got, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)

@@ -84,6 +84,7 @@ class CameraGather(NamedTuple):
 
     batch: Tensor  # (T,) sample of each pair
     query: Tensor  # (T,) query index of each pair
+    feature_map: Tensor  # (T,) the camera feature map each pair samples: sample * N + camera
     anchors: Tensor  # (T, Z, 2) unit (x, y) of the query's anchors in that camera; _OUTSIDE where it does not see them
     pairs_per_camera: list[int]  # B*N counts, in (sample, camera) order
     cameras_hit: Tensor  # (B, Q) number of cameras that see the query
@@ -96,15 +97,16 @@ def gather_queries_per_camera(anchors_unit: Tensor, anchors_visible: Tensor) -> 
     anchors = torch.where(
         anchors_visible[batch, camera, query, :, None], anchors_unit[batch, camera, query], anchors_unit.new_tensor(_OUTSIDE)
     )
-    return CameraGather(batch, query, anchors, hit.sum(dim=-1).view(-1).tolist(), hit.sum(dim=1))
+    return CameraGather(batch, query, batch * hit.shape[1] + camera, anchors, hit.sum(dim=-1).view(-1).tolist(),
+                        hit.sum(dim=1))
 
 
 class SpatialCrossAttention(_DeformableAttention):
     """Each query samples every camera that sees one of its height anchors, ``points // Z`` points per anchor per
     head around the anchor's projection; the per-camera results are summed and divided by the number of cameras hit.
 
-    Work is done only for the (camera, query) pairs that exist, with no padding: the projections run once over all
-    pairs, the sampling once per camera over exactly the queries it sees.
+    Work is done only for the (camera, query) pairs that exist, with no padding: the projections and the sampling
+    run once over all pairs, each pair sampling its own camera's feature map.
     """
 
     def forward(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: "CameraGather | DenseGather") -> Tensor:
@@ -120,23 +122,14 @@ class SpatialCrossAttention(_DeformableAttention):
 
         value = self.value_proj(rearrange(features, "b n c h w -> (b n) (h w) c")).view(-1, hf * wf, m, c // m)
         offsets = self.sampling_offsets(pairs).view(t, m, p // z, z, 2)
-        locations = (gather.anchors.view(t, 1, 1, z, 2) + offsets / offsets.new_tensor([wf, hf])).view(t, m, 1, p, 2)
-        weights = softmax_last(self.attention_weights(pairs).view(t, m, p)).view(t, m, 1, p)
-        per_pair = []
-        start = 0
-        for camera, count in enumerate(gather.pairs_per_camera):  # camera = sample * N + camera in the rig
-            if count:
-                span = slice(start, start + count)
-                sampled = ms_deform_attn(value[camera : camera + 1], [(hf, wf)], locations[None, span], weights[None, span])
-                per_pair.append(sampled[0])
-                start += count
-        per_pair_out = (torch.cat(per_pair) if per_pair else pairs.new_zeros(0, c)).to(query.dtype)
+        locations = (gather.anchors.view(t, 1, 1, z, 2) + offsets / offsets.new_tensor([wf, hf])).view(1, t, m, 1, p, 2)
+        weights = softmax_last(self.attention_weights(pairs).view(t, m, p)).view(1, t, m, 1, p)
+        per_pair = ms_deform_attn(value, [(hf, wf)], locations, weights, value_map=gather.feature_map[None])[0]
 
         # Sum each query's cameras, then average over the cameras hit (a query no camera sees gets zero).
-        summed = query.new_zeros(b * q, c).index_add_(0, gather.batch * q + gather.query, per_pair_out)
+        summed = query.new_zeros(b * q, c).index_add_(0, gather.batch * q + gather.query, per_pair.to(query.dtype))
         averaged = summed.view(b, q, c) / gather.cameras_hit.clamp(min=1).unsqueeze(-1).to(summed.dtype)
         return query + self.dropout(self.output_proj(averaged))
-
 
     def _forward_dense(self, query: Tensor, query_pos: Tensor, features: Tensor, gather: "DenseGather") -> Tensor:
         """The export path: every (camera, query) pair, with static shapes. A pair whose anchors the camera does not

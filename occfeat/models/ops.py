@@ -9,10 +9,10 @@ from torch import Tensor
 from ..errors import InputError
 
 _BILINEAR, _ZEROS = 0, 0  # grid_sampler_2d's interpolation and padding codes
-# Bytes of samples per query chunk on CPU (see _query_chunks): forward, and backward, where every
-# grid_sampler_2d_backward call returns a full-size value gradient, so fewer, larger chunks pay off.
-FORWARD_CHUNK_BYTES = 8 << 20
-BACKWARD_CHUNK_BYTES = 64 << 20
+# Sampling locations per chunk of the bilinear-tap arithmetic (see _BilinearTaps): its dozen element-wise passes then
+# run over tensors of about a megabyte that stay in cache, not over fresh 20 MB buffers (3x faster on BEVFormer-enb0).
+TAP_CHUNK = 1 << 17
+IMPLEMENTATIONS = ("gather", "grid_sample")
 
 
 def exporting() -> bool:
@@ -27,60 +27,30 @@ def _sample(level_value: Tensor, grid: Tensor) -> Tensor:
     return F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _query_chunks(level_value: Tensor, grid: Tensor, budget_bytes: int) -> list[slice]:
-    """Split the queries so that one chunk's samples (BM, D, P, chunk) stay near ``budget_bytes``.
-
-    On a CPU the samples of a whole BEVFormer layer are 100-250 MB: written once by grid_sample and read back by the
-    weighted sum, they make the op memory-bound. Chunks that stay in cache halve its time (bench/models.py). A GPU
-    has the bandwidth to do it in one go.
-    """
-    bm, d = level_value.shape[:2]
-    p, lq = grid.shape[1], grid.shape[2]
-    if level_value.device.type != "cpu":
-        return [slice(0, lq)]
-    per_query = bm * d * p * level_value.element_size()
-    chunk = max(1, budget_bytes // per_query)
-    return [slice(start, min(start + chunk, lq)) for start in range(0, lq, chunk)]
-
-
 class _WeightedSample(torch.autograd.Function):
-    """sum_p w[p, q] * bilinear(value, grid[p, q]) for one level, computed in cache-sized chunks of queries and
-    without keeping the samples for backward.
+    """sum_p w[p, q] * bilinear(value, grid[p, q]) for one level, without keeping the samples for backward.
 
     Keeping the (BM, D, P, Lq) samples would cost D times the memory of the inputs (about 0.8 GiB per BEVFormer layer
-    at 200x200); backward recomputes them instead, one chunk at a time.
+    at 200x200); backward recomputes them instead.
     """
 
     @staticmethod
     def forward(ctx, level_value: Tensor, grid: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(level_value, grid, weights)
-        bm, d = level_value.shape[:2]
-        out = level_value.new_empty(bm, d, grid.shape[2])
-        for q in _query_chunks(level_value, grid, FORWARD_CHUNK_BYTES):
-            samples = _sample(level_value, grid[:, :, q]).mul_(weights[:, None, :, q])
-            torch.sum(samples, dim=2, out=out[:, :, q])
-        return out  # (BM, D, Lq)
+        return _sample(level_value, grid).mul_(weights[:, None]).sum(dim=2)  # (BM, D, Lq)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         level_value, grid, weights = ctx.saved_tensors
         need_value, need_grid, need_weights = ctx.needs_input_grad
-        grad_value = torch.zeros_like(level_value) if need_value else None
-        grad_grid = torch.empty_like(grid) if need_grid else None
-        grad_weights = torch.empty_like(weights) if need_weights else None
-        for q in _query_chunks(level_value, grid, BACKWARD_CHUNK_BYTES):
-            if need_weights:
-                samples = _sample(level_value, grid[:, :, q]).mul_(grad_out[:, :, None, q])
-                torch.sum(samples, dim=1, out=grad_weights[:, :, q])
-            if need_value or need_grid:
-                grad_samples = grad_out[:, :, None, q] * weights[:, None, :, q]  # (BM, D, P, chunk)
-                chunk_value, chunk_grid = torch.ops.aten.grid_sampler_2d_backward(
-                    grad_samples, level_value, grid[:, :, q], _BILINEAR, _ZEROS, False, [need_value, need_grid]
-                )
-                if need_value:
-                    grad_value += chunk_value
-                if need_grid:
-                    grad_grid[:, :, q] = chunk_grid
+        grad_weights = None
+        if need_weights:
+            grad_weights = _sample(level_value, grid).mul_(grad_out[:, :, None]).sum(dim=1)
+        grad_value = grad_grid = None
+        if need_value or need_grid:
+            grad_samples = grad_out[:, :, None] * weights[:, None]  # (BM, D, P, Lq)
+            grad_value, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+                grad_samples, level_value, grid, _BILINEAR, _ZEROS, False, [need_value, need_grid])
         return grad_value, grad_grid, grad_weights
 
 
@@ -89,26 +59,34 @@ def ms_deform_attn(
     spatial_shapes: Tensor | list[tuple[int, int]],
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    value_map: Tensor | None = None,
+    implementation: str | None = None,
 ) -> Tensor:
     """Sum of bilinearly sampled values, weighted per head over levels and points.
 
     Args:
-        value: (B, S, M, D), the L levels flattened row-major one after the other, S = sum(H_l * W_l).
+        value: (V, S, M, D), the L levels flattened row-major one after the other, S = sum(H_l * W_l). V = B unless
+            ``value_map`` says otherwise.
         spatial_shapes: (L, 2) as (H_l, W_l).
         sampling_locations: (B, Lq, M, L, P, 2) unit (x, y) over each level's extent; a point outside [0, 1]
             samples zeros (bilinear, zero padding, ``align_corners=False``).
         attention_weights: (B, Lq, M, L, P), normally softmaxed over L * P.
+        value_map: optional (B, Lq) integer index into ``value``'s first dimension: the map each query samples
+            (default: its own batch entry). BEVFormer's cross-attention samples one camera per (camera, query) pair
+            with it, all cameras in one call.
+        implementation: "gather" (default on CPU) or "grid_sample" (default elsewhere); the same numbers.
     Returns:
         (B, Lq, M * D), in the dtype of ``value``.
 
-    Per level, one ``grid_sample`` over all heads, points and queries at once, on a channels-last copy of the
-    values (each bilinear tap then reads D contiguous numbers), followed by an in-place weighted sum over the
-    points; the samples are not kept for backward (see ``_WeightedSample``). Computed in the wider of the value and
-    location dtypes, with autocast off: bf16 locations would be off by a fraction of a cell.
+    "gather" fuses sampling and weighting: each query's L * P * 4 bilinear taps and their weights (tap weight times
+    attention weight) are computed in cache-sized chunks, then one ``embedding_bag`` sums the weighted value rows, so
+    the (Lq, M, P, D) samples are never written. "grid_sample" samples all heads, points and queries of a level with
+    one ``grid_sample`` and sums the points in place, without keeping the samples for backward. Computed in the wider
+    of the value and location dtypes, with autocast off: bf16 locations would be off by a fraction of a cell.
     """
-    b, s, m, d = value.shape
+    v, s, m, d = value.shape
     shapes = spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor) else [tuple(x) for x in spatial_shapes]
-    _, lq, m_loc, num_levels, p, _ = sampling_locations.shape
+    b, lq, m_loc, num_levels, p, _ = sampling_locations.shape
     if m_loc != m or num_levels != len(shapes) or sum(h * w for h, w in shapes) != s:
         raise InputError(
             f"ms_deform_attn: value {tuple(value.shape)}, spatial_shapes {shapes} and sampling_locations "
@@ -119,25 +97,217 @@ def ms_deform_attn(
             f"ms_deform_attn: attention_weights has shape {tuple(attention_weights.shape)}, expected "
             f"{tuple(sampling_locations.shape[:-1])} (B, Lq, M, L, P)."
         )
-    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    if value_map is None and v != b:
+        raise InputError(f"ms_deform_attn: value has {v} maps for a batch of {b}: give value_map (B, Lq) to say "
+                         "which map each query samples.")
+    if value_map is not None and (value_map.shape != (b, lq) or value_map.is_floating_point()):
+        raise InputError(f"ms_deform_attn: value_map must be an integer tensor of shape (B, Lq) = {(b, lq)}, got "
+                         f"{value_map.dtype} {tuple(value_map.shape)}.")
+    if implementation is None:
+        implementation = "gather" if value.device.type == "cpu" else "grid_sample"
+    if implementation not in IMPLEMENTATIONS:
+        raise InputError(f"ms_deform_attn: implementation={implementation!r}, expected one of {IMPLEMENTATIONS}.")
+    dtype, out_dtype = torch.promote_types(value.dtype, sampling_locations.dtype), value.dtype
     if exporting():  # one grid_sample and one weighted sum per level: a static graph, the same sums
+        if value_map is not None:
+            raise InputError("ms_deform_attn: value_map is data-dependent and cannot be exported; sample each "
+                             "map's queries densely instead (BEVFormer's DenseGather).")
         return _ms_deform_attn_dense(value.to(dtype), shapes, sampling_locations.to(dtype),
-                                     attention_weights.to(dtype)).to(value.dtype)
+                                     attention_weights.to(dtype)).to(out_dtype)
     with torch.autocast(device_type=value.device.type, enabled=False):
-        # (B, S, M, D) -> (B*M, S, D): per head, each location's D channels contiguous (channels-last levels).
-        values = value.to(dtype).permute(0, 2, 1, 3).reshape(b * m, s, d)
-        # (B, Lq, M, L, P, 2) -> (B*M, L, P, Lq, 2): point-major, so the weighted sum reduces a middle dimension.
-        grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(0, 2, 3, 4, 1, 5).reshape(b * m, num_levels, p, lq, 2)
-        weights = attention_weights.to(dtype).permute(0, 2, 3, 4, 1).reshape(b * m, num_levels, p, lq)
-        output: Tensor | None = None
-        start = 0
-        for level, (h, w) in enumerate(shapes):
-            level_value = values[:, start : start + h * w].view(b * m, h, w, d).permute(0, 3, 1, 2)
-            start += h * w
-            summed = _WeightedSample.apply(level_value, grids[:, level], weights[:, level])  # (B*M, D, Lq)
-            output = summed if output is None else output + summed
+        value, locations, weights = value.to(dtype), sampling_locations.to(dtype), attention_weights.to(dtype)
+        if implementation == "gather":
+            output = _deform_attn_gather(value, shapes, locations, weights, value_map)
+        elif value_map is None:
+            output = _deform_attn_grid_sample(value, shapes, locations, weights)
+        else:
+            output = _per_map(_deform_attn_grid_sample, value, shapes, locations, weights, value_map)
+    return output.to(out_dtype)
+
+
+def _deform_attn_grid_sample(value: Tensor, shapes: list, locations: Tensor, weights: Tensor) -> Tensor:
+    """``ms_deform_attn`` with ``grid_sample``: (B, S, M, D) values, one map per batch entry -> (B, Lq, M * D)."""
+    b, s, m, d = value.shape
+    _, lq, _, num_levels, p, _ = locations.shape
+    # (B, S, M, D) -> (B*M, S, D): per head, each location's D channels contiguous (channels-last levels).
+    values = value.permute(0, 2, 1, 3).reshape(b * m, s, d)
+    # (B, Lq, M, L, P, 2) -> (B*M, L, P, Lq, 2): point-major, so the weighted sum reduces a middle dimension.
+    grids = (2.0 * locations - 1.0).permute(0, 2, 3, 4, 1, 5).reshape(b * m, num_levels, p, lq, 2)
+    point_weights = weights.permute(0, 2, 3, 4, 1).reshape(b * m, num_levels, p, lq)
+    output: Tensor | None = None
+    start = 0
+    for level, (h, w) in enumerate(shapes):
+        level_value = values[:, start : start + h * w].view(b * m, h, w, d).permute(0, 3, 1, 2)
+        start += h * w
+        summed = _WeightedSample.apply(level_value, grids[:, level], point_weights[:, level])  # (B*M, D, Lq)
+        output = summed if output is None else output + summed
     assert output is not None
-    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d).to(value.dtype)
+    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
+
+
+def _per_map(sample, value: Tensor, shapes: list, locations: Tensor, weights: Tensor, value_map: Tensor) -> Tensor:
+    """A one-map-per-batch-entry ``sample`` applied with a ``value_map``: the queries grouped by map, one call each."""
+    b, lq = value_map.shape
+    flat_map = value_map.reshape(-1)
+    order = torch.argsort(flat_map, stable=True)
+    counts = torch.bincount(flat_map, minlength=value.shape[0]).tolist()
+    flat_locations, flat_weights = locations.flatten(0, 1)[order], weights.flatten(0, 1)[order]
+    parts, start = [], 0
+    for index, count in enumerate(counts):
+        if count:
+            span = slice(start, start + count)
+            parts.append(sample(value[index : index + 1], shapes, flat_locations[None, span], flat_weights[None, span])[0])
+            start += count
+    output = torch.empty(b * lq, value.shape[2] * value.shape[3], dtype=value.dtype, device=value.device)
+    output[order] = torch.cat(parts) if parts else output[:0]
+    return output.view(b, lq, -1)
+
+
+def _deform_attn_gather(value: Tensor, shapes: list, locations: Tensor, weights: Tensor,
+                        value_map: Tensor | None) -> Tensor:
+    """``ms_deform_attn`` as bilinear taps and one ``embedding_bag`` (the CPU path)."""
+    v, s, m, d = value.shape
+    b, lq, _, num_levels, p, _ = locations.shape
+    # The table: each level of each (map, head) with a one-cell zero border, one row of D channels per cell. A tap
+    # that falls off its level reads a zero row, so no tap needs a mask.
+    padded, level_starts, start, rows_per_head = [], [], 0, 0
+    for h, w in shapes:
+        level = value[:, start : start + h * w].view(v, h, w, m, d).permute(0, 3, 1, 2, 4)
+        padded.append(F.pad(level, (0, 0, 1, 1, 1, 1)).reshape(v, m, (h + 2) * (w + 2), d))
+        level_starts.append(rows_per_head)
+        rows_per_head += (h + 2) * (w + 2)
+        start += h * w
+    table = (padded[0] if num_levels == 1 else torch.cat(padded, dim=2)).reshape(v * m * rows_per_head, d)
+    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.int64
+    maps = value_map if value_map is not None else torch.arange(b, device=value.device).view(b, 1)
+    heads = torch.arange(m, device=value.device, dtype=index_dtype)
+    head_rows = (maps.to(index_dtype).unsqueeze(-1) * m + heads) * rows_per_head  # (B, Lq or 1, M)
+    taps, tap_weights = _BilinearTaps.apply(locations, weights, head_rows, shapes, level_starts)
+    bag = num_levels * 4 * p  # one bag per (query, head): every tap of every point of every level
+    summed = _WeightedRows.apply(table, taps.view(-1, bag), tap_weights.view(-1, bag))
+    return summed.view(b, lq, m * d)
+
+
+class _WeightedRows(torch.autograd.Function):
+    """out[i] = sum_j weights[i, j] * table[rows[i, j]]: ``embedding_bag``'s weighted sum, with a faster backward.
+
+    torch's own backward of the table scatters one row at a time (an axpy call per tap: 0.33 s per BEVFormer-enb0
+    attention layer). Here the taps are sorted by row once and the gradient of the table is itself an
+    ``embedding_bag``: each table row sums the upstream gradients of the bags that read it (4x faster).
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(table, rows, weights)
+        return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        table, rows, weights = ctx.saved_tensors
+        bags, bag = rows.shape
+        grad_out = grad_out.contiguous()
+        flat = rows.reshape(-1)
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            order = torch.argsort(flat)
+            readers = torch.bincount(flat, minlength=table.shape[0])
+            grad_table = F.embedding_bag(torch.div(order, bag, rounding_mode="floor"), grad_out,
+                                         torch.cumsum(readers, 0) - readers, mode="sum",
+                                         per_sample_weights=weights.reshape(-1)[order])
+        if ctx.needs_input_grad[2]:
+            # d out / d weights[i, j] = <grad_out[i], table[rows[i, j]]>: the op autograd itself uses for
+            # embedding_bag's per-sample weights (4 bags' rows at a time it is 2.5x the speed of gather + bmm).
+            offsets = torch.arange(0, bags * bag, bag, dtype=flat.dtype, device=flat.device)
+            bag_of_tap = torch.arange(bags, dtype=flat.dtype, device=flat.device).repeat_interleave(bag)
+            grad_weights = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad_out, table, flat, offsets, bag_of_tap, 0).view(bags, bag)  # mode 0: sum
+        return grad_table, None, grad_weights
+
+
+def _axis_taps(unit: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Unit coordinates along one axis of a level of ``size`` cells -> (the first tap's cell, as a float; the second
+    tap's weight; where the coordinate moves the taps, i.e. where it has a gradient).
+
+    Pixels are clamped to [-1, size]: past that both taps lie in the zero border, so clamping changes no sample.
+    """
+    pixel = (unit * size).sub_(0.5)
+    moving = (pixel > -1.0) & (pixel < size)
+    pixel.clamp_(-1.0, float(size))
+    first = pixel.floor().clamp_(max=size - 1)
+    return first, pixel.sub_(first), moving
+
+
+def _query_spans(lq: int, locations_per_query: int) -> list[slice]:
+    chunk = max(1, TAP_CHUNK // max(1, locations_per_query))
+    return [slice(start, min(start + chunk, lq)) for start in range(0, lq, chunk)]
+
+
+class _BilinearTaps(torch.autograd.Function):
+    """Sampling locations and attention weights -> the four bilinear taps of every point as rows of the padded
+    table, and their weights (bilinear weight times attention weight): (B, Lq, M, L, 4, P) each.
+
+    Computed in cache-sized chunks of queries. Backward recomputes the fractional positions (nothing but the inputs
+    is kept) and returns the gradients of the locations and attention weights.
+    """
+
+    @staticmethod
+    def forward(ctx, locations: Tensor, weights: Tensor, head_rows: Tensor, shapes: list,  # type: ignore[override]
+                level_starts: list) -> tuple[Tensor, Tensor]:
+        b, lq, m, num_levels, p, _ = locations.shape
+        taps = torch.empty(b, lq, m, num_levels, 4, p, dtype=head_rows.dtype, device=locations.device)
+        tap_weights = weights.new_empty(b, lq, m, num_levels, 4, p)
+        for span in _query_spans(lq, b * m * num_levels * p):
+            rows = head_rows[:, span] if head_rows.shape[1] > 1 else head_rows
+            for level, ((h, w), level_start) in enumerate(zip(shapes, level_starts)):
+                x_first, fx, _ = _axis_taps(locations[:, span, :, level, :, 0], w)
+                y_first, fy, _ = _axis_taps(locations[:, span, :, level, :, 1], h)
+                # Row of the top-left tap in the padded level (exact in float: a level has < 2^24 cells), then per map
+                # and head; the other taps are one column, one row and both further on.
+                cell = y_first.mul_(w + 2).add_(x_first).add_(w + 3).to(taps.dtype)
+                cell += rows.unsqueeze(-1) + level_start
+                corners = torch.tensor([0, 1, w + 2, w + 3], dtype=taps.dtype, device=taps.device).view(4, 1)
+                torch.add(cell.unsqueeze(-2), corners, out=taps[:, span, :, level])
+                _corner_weights(weights[:, span, :, level], fx, fy, out=tap_weights[:, span, :, level])
+        ctx.save_for_backward(locations, weights)
+        ctx.shapes = shapes
+        ctx.mark_non_differentiable(taps)
+        return taps, tap_weights
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _grad_taps: Tensor, grad_tap_weights: Tensor):  # type: ignore[override]
+        locations, weights = ctx.saved_tensors
+        need_locations, need_weights = ctx.needs_input_grad[:2]
+        b, lq, m, num_levels, p, _ = locations.shape
+        grad_locations = torch.zeros_like(locations) if need_locations else None
+        grad_weights = torch.empty_like(weights) if need_weights else None
+        for span in _query_spans(lq, b * m * num_levels * p):
+            for level, (h, w) in enumerate(ctx.shapes):
+                _, fx, x_moving = _axis_taps(locations[:, span, :, level, :, 0], w)
+                _, fy, y_moving = _axis_taps(locations[:, span, :, level, :, 1], h)
+                g00, g01, g10, g11 = grad_tap_weights[:, span, :, level].unbind(-2)  # (row, column) taps
+                top = torch.lerp(g00, g01, fx)  # d loss / d (attention * (1 - fy)), and below: * fy
+                bottom = torch.lerp(g10, g11, fx)
+                if need_weights:
+                    torch.lerp(top, bottom, fy, out=grad_weights[:, span, :, level])
+                if need_locations:
+                    a = weights[:, span, :, level]
+                    across = torch.lerp(g01 - g00, g11 - g10, fy)  # d loss / d (attention * fx)
+                    grad_locations[:, span, :, level, :, 0] = across.mul_(a).mul_(x_moving).mul_(w)
+                    grad_locations[:, span, :, level, :, 1] = bottom.sub_(top).mul_(a).mul_(y_moving).mul_(h)
+        return grad_locations, grad_weights, None, None, None
+
+
+def _corner_weights(attention: Tensor, fx: Tensor, fy: Tensor, out: Tensor) -> None:
+    """Bilinear weight times attention weight of the 4 taps, into ``out`` (..., 4, P) in (row, column) order:
+    (1-fy)(1-fx), (1-fy)fx, fy(1-fx), fy fx."""
+    bottom = attention * fy
+    top = attention - bottom
+    torch.mul(top, fx, out=out[..., 1, :])
+    torch.sub(top, out[..., 1, :], out=out[..., 0, :])
+    torch.mul(bottom, fx, out=out[..., 3, :])
+    torch.sub(bottom, out[..., 3, :], out=out[..., 2, :])
 
 
 def _ms_deform_attn_dense(value: Tensor, shapes: list, locations: Tensor, weights: Tensor) -> Tensor:
