@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..conventions.geometry import BEVGrid, pixels_to_unit, project_to_cameras, transform_points
+from .layers import Dropout
 from .ops import exporting, ms_deform_attn
 
 # Sampling location given to anchors a camera does not see: far outside [0, 1], so bilinear sampling with zero padding
@@ -43,7 +44,7 @@ class _DeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(dim, heads * points)
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         nn.init.zeros_(self.sampling_offsets.weight)
         theta = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
         direction = torch.stack([theta.cos(), theta.sin()], dim=-1)
@@ -167,7 +168,7 @@ class BEVFormerLayer(nn.Module):
         self.cross_attn = SpatialCrossAttention(dim, heads, cross_points, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn_dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), Dropout(dropout), nn.Linear(ffn_dim, dim), Dropout(dropout)
         )
         self.norm3 = nn.LayerNorm(dim)
 

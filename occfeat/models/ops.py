@@ -178,6 +178,9 @@ def _deform_attn_gather(value: Tensor, shapes: list, locations: Tensor, weights:
         rows_per_head += (h + 2) * (w + 2)
         start += h * w
     table = (padded[0] if num_levels == 1 else torch.cat(padded, dim=2)).reshape(v * m * rows_per_head, d)
+    if rows_per_head >= 2**24:
+        raise InputError(f"ms_deform_attn: {rows_per_head} cells per head (with borders) exceed the gather path's 2^24; "
+                         'use implementation="grid_sample".')
     index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.int64
     maps = value_map if value_map is not None else torch.arange(b, device=value.device).view(b, 1)
     heads = torch.arange(m, device=value.device, dtype=index_dtype)
@@ -225,17 +228,22 @@ class _WeightedRows(torch.autograd.Function):
         return grad_table, None, grad_weights
 
 
-def _axis_taps(unit: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+def _axis_taps(unit: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Unit coordinates along one axis of a level of ``size`` cells -> (the first tap's cell, as a float; the second
-    tap's weight; where the coordinate moves the taps, i.e. where it has a gradient).
+    tap's weight).
 
-    Pixels are clamped to [-1, size]: past that both taps lie in the zero border, so clamping changes no sample.
+    Pixels are clamped to [-1, size]: past that both taps lie in the zero border, so clamping changes no sample (and
+    leaves no gradient, see ``_moves_taps``).
     """
-    pixel = (unit * size).sub_(0.5)
-    moving = (pixel > -1.0) & (pixel < size)
-    pixel.clamp_(-1.0, float(size))
+    pixel = (unit * size).sub_(0.5).clamp_(-1.0, float(size))
     first = pixel.floor().clamp_(max=size - 1)
-    return first, pixel.sub_(first), moving
+    return first, pixel.sub_(first)
+
+
+def _moves_taps(unit: Tensor, size: int) -> Tensor:
+    """Where a unit coordinate lies strictly inside ``_axis_taps``' clamp, i.e. where it has a gradient."""
+    pixel = unit * size
+    return (pixel > -0.5) & (pixel < size + 0.5)
 
 
 def _query_spans(lq: int, locations_per_query: int) -> list[slice]:
@@ -260,14 +268,13 @@ class _BilinearTaps(torch.autograd.Function):
         for span in _query_spans(lq, b * m * num_levels * p):
             rows = head_rows[:, span] if head_rows.shape[1] > 1 else head_rows
             for level, ((h, w), level_start) in enumerate(zip(shapes, level_starts)):
-                x_first, fx, _ = _axis_taps(locations[:, span, :, level, :, 0], w)
-                y_first, fy, _ = _axis_taps(locations[:, span, :, level, :, 1], h)
-                # Row of the top-left tap in the padded level (exact in float: a level has < 2^24 cells), then per map
-                # and head; the other taps are one column, one row and both further on.
-                cell = y_first.mul_(w + 2).add_(x_first).add_(w + 3).to(taps.dtype)
-                cell += rows.unsqueeze(-1) + level_start
-                corners = torch.tensor([0, 1, w + 2, w + 3], dtype=taps.dtype, device=taps.device).view(4, 1)
-                torch.add(cell.unsqueeze(-2), corners, out=taps[:, span, :, level])
+                x_first, fx = _axis_taps(locations[:, span, :, level, :, 0], w)
+                y_first, fy = _axis_taps(locations[:, span, :, level, :, 1], h)
+                # Row of the top-left tap among the head's rows (exact in float: fewer than 2^24 of them), then among
+                # all rows; the other taps are one column, one row and both further on.
+                cell = y_first.mul_(w + 2).add_(x_first).add_(level_start + w + 3).to(taps.dtype).add_(rows.unsqueeze(-1))
+                for corner, step in enumerate((0, 1, w + 2, w + 3)):  # 4 scalar adds beat one broadcast add here
+                    torch.add(cell, step, out=taps[:, span, :, level, corner])
                 _corner_weights(weights[:, span, :, level], fx, fy, out=tap_weights[:, span, :, level])
         ctx.save_for_backward(locations, weights)
         ctx.shapes = shapes
@@ -284,8 +291,8 @@ class _BilinearTaps(torch.autograd.Function):
         grad_weights = torch.empty_like(weights) if need_weights else None
         for span in _query_spans(lq, b * m * num_levels * p):
             for level, (h, w) in enumerate(ctx.shapes):
-                _, fx, x_moving = _axis_taps(locations[:, span, :, level, :, 0], w)
-                _, fy, y_moving = _axis_taps(locations[:, span, :, level, :, 1], h)
+                x, y = locations[:, span, :, level, :, 0], locations[:, span, :, level, :, 1]
+                (_, fx), (_, fy) = _axis_taps(x, w), _axis_taps(y, h)
                 g00, g01, g10, g11 = grad_tap_weights[:, span, :, level].unbind(-2)  # (row, column) taps
                 top = torch.lerp(g00, g01, fx)  # d loss / d (attention * (1 - fy)), and below: * fy
                 bottom = torch.lerp(g10, g11, fx)
@@ -294,8 +301,8 @@ class _BilinearTaps(torch.autograd.Function):
                 if need_locations:
                     a = weights[:, span, :, level]
                     across = torch.lerp(g01 - g00, g11 - g10, fy)  # d loss / d (attention * fx)
-                    grad_locations[:, span, :, level, :, 0] = across.mul_(a).mul_(x_moving).mul_(w)
-                    grad_locations[:, span, :, level, :, 1] = bottom.sub_(top).mul_(a).mul_(y_moving).mul_(h)
+                    grad_locations[:, span, :, level, :, 0] = across.mul_(a).mul_(_moves_taps(x, w)).mul_(w)
+                    grad_locations[:, span, :, level, :, 1] = bottom.sub_(top).mul_(a).mul_(_moves_taps(y, h)).mul_(h)
         return grad_locations, grad_weights, None, None, None
 
 
