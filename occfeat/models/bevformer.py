@@ -125,7 +125,7 @@ class SpatialCrossAttention(_DeformableAttention):
         offsets = self.sampling_offsets(pairs).view(t, m, p // z, z, 2)
         locations = (gather.anchors.view(t, 1, 1, z, 2) + offsets / offsets.new_tensor([wf, hf])).view(1, t, m, 1, p, 2)
         weights = softmax_last(self.attention_weights(pairs).view(t, m, p)).view(1, t, m, 1, p)
-        per_pair = ms_deform_attn(value, [(hf, wf)], locations, weights, value_map=gather.feature_map[None])[0]
+        per_pair = ms_deform_attn(value, [(hf, wf)], locations, weights, value_map=gather.feature_map[None]).view(t, c)
 
         # Sum each query's cameras, then average over the cameras hit (a query no camera sees gets zero).
         summed = query.new_zeros(b * q, c).index_add_(0, gather.batch * q + gather.query, per_pair.to(query.dtype))
