@@ -9,7 +9,9 @@ count runs after it is read). Input: 6 cameras at 224x480, the
 200x200 BEV raster, the nominal nuScenes rig, random weights. FLOPs are counted by ``torch.utils.flop_counter`` (matmuls
 and convolutions, a grouped convolution's backward counted as twice its forward, not as torch's dense formula;
 grid_sample, norms and element-wise ops are not counted, so "achieved FLOP/s" is a lower bound on
-the work done). The matmul peak is the best of 10 2048^3 float32 matmuls, measured in the same run with the same thread count.
+the work done). The matmul peak is the best of 10 2048^3 float32 matmuls, measured in the same run with the same thread
+count. This VM's speed drifts by up to 1.5x between minutes, so the "paired peak" columns also divide each timed call's
+FLOP/s by a peak (best of 3) measured just before that call, and give the median of those shares.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from timing import count_flops, median_seconds
+from timing import count_flops, median_seconds, paired_seconds
 
 FULL_SIZE = ["bevformer-enb0", "bevformer-r50", "simplebev-enb0", "simplebev-r50", "simplebev-r101"]
 IMAGE_HW = (224, 480)
@@ -76,9 +79,11 @@ def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int, ch
         counted.load_state_dict(model.state_dict())
         compile_model(model, True)
     model.eval()
-    forward_s = median_seconds(forward, repeats, warmup)
+    forward_pairs = paired_seconds(forward, lambda: matmul_peak_flops(3), repeats, warmup)
     model.train()
-    train_s = median_seconds(forward_backward, repeats, warmup)
+    train_pairs = paired_seconds(forward_backward, lambda: matmul_peak_flops(3), repeats, warmup)
+    forward_s = statistics.median(t for t, _ in forward_pairs)
+    train_s = statistics.median(t for t, _ in train_pairs)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # The network's work, counted eagerly and without checkpointing (its recomputation is overhead, not work), with
     # autograd on: FlopCounterMode's module hooks trip over views of parameters made under no_grad.
@@ -101,6 +106,9 @@ def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int, ch
         train_s=train_s,
         forward_gflops_per_s=forward_flops / forward_s / 1e9,
         train_gflops_per_s=train_flops / train_s / 1e9,
+        # Each call's FLOP/s over the peak measured just before it, median over the calls.
+        forward_paired_share=statistics.median(forward_flops / t / peak for t, peak in forward_pairs),
+        train_paired_share=statistics.median(train_flops / t / peak for t, peak in train_pairs),
         peak_rss_gib=peak_rss,
     )
 
@@ -262,10 +270,10 @@ def main() -> None:
           f"{', activation checkpointing' if args.activation_checkpointing else ''}{', compiled' if args.compile else ''}")
     if not args.deform_only:
         print(
-            "| architecture | params | fwd GFLOPs | fwd s | fwd GFLOP/s | fwd / peak | fwd+bwd GFLOPs | fwd+bwd s "
-            "| fwd+bwd / peak | peak RSS GiB |"
+            "| architecture | params | fwd GFLOPs | fwd s | fwd GFLOP/s | fwd / peak | fwd / paired peak | fwd+bwd GFLOPs "
+            "| fwd+bwd s | fwd+bwd / peak | fwd+bwd / paired peak | peak RSS GiB |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for arch in args.arch:
             child = subprocess.run(
                 [sys.executable, __file__, "--one", arch, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
@@ -278,7 +286,8 @@ def main() -> None:
             print(
                 f"| {arch} | {r['params'] / 1e6:.2f} M | {r['forward_gflops']:.1f} | {r['forward_s']:.3f} "
                 f"| {r['forward_gflops_per_s']:.1f} | {r['forward_gflops_per_s'] * 1e9 / peak:.0%} "
-                f"| {r['train_gflops']:.1f} | {r['train_s']:.3f} | {r['train_gflops_per_s'] * 1e9 / peak:.0%} "
+                f"| {r['forward_paired_share']:.0%} | {r['train_gflops']:.1f} | {r['train_s']:.3f} "
+                f"| {r['train_gflops_per_s'] * 1e9 / peak:.0%} | {r['train_paired_share']:.0%} "
                 f"| {r['peak_rss_gib']:.2f} |",
                 flush=True,
             )

@@ -22,6 +22,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def paired_seconds(fn: Callable[[], object], reference: Callable[[], float], repeats: int,
+                   warmup: int = 1) -> list[tuple[float, float]]:
+    """(wall time of ``fn``, ``reference()``) for each of ``repeats`` calls, the reference (e.g. the matmul peak)
+    measured just before each call. On a VM whose speed drifts between seconds (a neighbour's load), a ratio of
+    the two taken call by call is what stays comparable; a peak measured minutes earlier is not."""
+    for _ in range(warmup):
+        fn()
+    pairs = []
+    for _ in range(repeats):
+        ref = reference()
+        tic = time.perf_counter()
+        fn()
+        pairs.append((time.perf_counter() - tic, ref))
+    return pairs
+
+
 def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
                         _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
     """A convolution's backward: each of the input and the weight gradient costs what the forward does. torch's own
