@@ -2,8 +2,9 @@
 keep their keys, a backend that cannot run here falls back to eager with a warning, an unknown one is a ``ConfigError``.
 
 Inductor on CPU compiles C++ kernels: a cold compile of a tiny network takes 60-90 s on 2 cores (about 10 s with a
-warm ``/tmp/torchinductor_*`` cache), so those tests are slow; the others use the ``aot_eager`` backend, which runs
-the same Dynamo capture and AOT autograd without generating code.
+warm ``/tmp/torchinductor_*`` cache), so inductor runs here on BEVFormer only (SimpleBEV's full-size inductor output
+is checked by ``bench/deploy.py``); the others use the ``aot_eager`` backend, which runs the same Dynamo capture and
+AOT autograd without generating code, on both families.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def eager_and_compiled(arch: str, option) -> tuple[dict, dict, torch.nn.Module]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
-def test_inductor_on_cpu_matches_eager(arch):
+@pytest.mark.parametrize("arch", ["bevformer-tiny"])  # the family with custom autograd functions on CPU; SimpleBEV's
+def test_inductor_on_cpu_matches_eager(arch):           # inductor run (90 s) is bench/deploy.py's, aot_eager's below
     expected, got, model = eager_and_compiled(arch, True)
     assert is_compiled(model)
     assert_outputs_close(got, expected)
