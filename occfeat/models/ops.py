@@ -112,8 +112,8 @@ def ms_deform_attn(
         if value_map is not None:
             raise InputError("ms_deform_attn: value_map is data-dependent and cannot be exported; sample each "
                              "map's queries densely instead (BEVFormer's DenseGather).")
-        return _ms_deform_attn_dense(value.to(dtype), shapes, sampling_locations.to(dtype),
-                                     attention_weights.to(dtype)).to(out_dtype)
+        return _deform_attn_grid_sample(value.to(dtype), shapes, sampling_locations.to(dtype),
+                                        attention_weights.to(dtype), plain_ops=True).to(out_dtype)
     with torch.autocast(device_type=value.device.type, enabled=False):
         value, locations, weights = value.to(dtype), sampling_locations.to(dtype), attention_weights.to(dtype)
         if implementation == "gather":
@@ -125,8 +125,12 @@ def ms_deform_attn(
     return output.to(out_dtype)
 
 
-def _deform_attn_grid_sample(value: Tensor, shapes: list, locations: Tensor, weights: Tensor) -> Tensor:
-    """``ms_deform_attn`` with ``grid_sample``: (B, S, M, D) values, one map per batch entry -> (B, Lq, M * D)."""
+def _deform_attn_grid_sample(value: Tensor, shapes: list, locations: Tensor, weights: Tensor,
+                             plain_ops: bool = False) -> Tensor:
+    """``ms_deform_attn`` with ``grid_sample``: (B, S, M, D) values, one map per batch entry -> (B, Lq, M * D).
+
+    ``plain_ops`` (the export path) sums the points with plain ops instead of ``_WeightedSample``, whose custom
+    autograd function ``torch.export`` cannot trace; the numbers are the same."""
     b, s, m, d = value.shape
     _, lq, _, num_levels, p, _ = locations.shape
     # (B, S, M, D) -> (B*M, S, D): per head, each location's D channels contiguous (channels-last levels).
@@ -139,7 +143,10 @@ def _deform_attn_grid_sample(value: Tensor, shapes: list, locations: Tensor, wei
     for level, (h, w) in enumerate(shapes):
         level_value = values[:, start : start + h * w].view(b * m, h, w, d).permute(0, 3, 1, 2)
         start += h * w
-        summed = _WeightedSample.apply(level_value, grids[:, level], point_weights[:, level])  # (B*M, D, Lq)
+        if plain_ops:
+            summed = (_sample(level_value, grids[:, level]) * point_weights[:, level, None]).sum(dim=2)
+        else:
+            summed = _WeightedSample.apply(level_value, grids[:, level], point_weights[:, level])  # (B*M, D, Lq)
         output = summed if output is None else output + summed
     assert output is not None
     return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
@@ -187,7 +194,7 @@ def _deform_attn_gather(value: Tensor, shapes: list, locations: Tensor, weights:
     head_rows = (maps.to(index_dtype).unsqueeze(-1) * m + heads) * rows_per_head  # (B, Lq or 1, M)
     taps, tap_weights = _BilinearTaps.apply(locations, weights, head_rows, shapes, level_starts)
     # One bag per (query, head): every tap of every point of every level.
-    corner_steps = [(0, 1, w + 2, w + 3) for _, w in shapes]
+    corner_steps = [_corner_steps(w) for _, w in shapes]
     summed = _WeightedTaps.apply(table, taps.view(-1, num_levels, 4, p), tap_weights.view(-1, num_levels, 4, p),
                                  corner_steps)
     return summed.view(b, lq, m * d)
@@ -245,6 +252,12 @@ class _WeightedTaps(torch.autograd.Function):
         return grad_table, None, grad_weights, None
 
 
+def _corner_steps(width: int) -> tuple[int, int, int, int]:
+    """Row steps from a point's top-left tap to its 4 taps on a level of ``width`` cells with a one-cell border, in
+    (row, column) order: itself, one column, one row, both."""
+    return 0, 1, width + 2, width + 3
+
+
 def _axis_taps(unit: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Unit coordinates along one axis of a level of ``size`` cells -> (the first tap's cell, as a float; the second
     tap's weight).
@@ -290,8 +303,7 @@ class _BilinearTaps(torch.autograd.Function):
                 # Row of the top-left tap among the head's rows (exact in float: fewer than 2^24 of them), then among
                 # all rows; the other taps are one column, one row and both further on.
                 cell = y_first.mul_(w + 2).add_(x_first).add_(level_start + w + 3).to(taps.dtype).add_(rows.unsqueeze(-1))
-                for corner, step in enumerate((0, 1, w + 2, w + 3)):  # 4 scalar adds beat one broadcast add here
-                    # (the same row steps as _WeightedTaps' corner_steps)
+                for corner, step in enumerate(_corner_steps(w)):  # 4 scalar adds beat one broadcast add here
                     torch.add(cell, step, out=taps[:, span, :, level, corner])
                 _corner_weights(weights[:, span, :, level], fx, fy, out=tap_weights[:, span, :, level])
         ctx.save_for_backward(locations, weights)
@@ -336,25 +348,6 @@ def _corner_weights(attention: Tensor, fx: Tensor, fy: Tensor, out: Tensor) -> N
     torch.sub(top, out[..., 1, :], out=out[..., 0, :])
     torch.mul(bottom, fx, out=out[..., 3, :])
     torch.sub(bottom, out[..., 3, :], out=out[..., 2, :])
-
-
-def _ms_deform_attn_dense(value: Tensor, shapes: list, locations: Tensor, weights: Tensor) -> Tensor:
-    """``ms_deform_attn`` in plain ops (the export path): the same samples and weighted sums, no chunking and no
-    custom autograd function."""
-    b, s, m, d = value.shape
-    _, lq, _, num_levels, p, _ = locations.shape
-    values = value.permute(0, 2, 3, 1).reshape(b * m, d, s)
-    grids = (2.0 * locations - 1.0).permute(0, 2, 3, 4, 1, 5).reshape(b * m, num_levels, p, lq, 2)
-    point_weights = weights.permute(0, 2, 3, 4, 1).reshape(b * m, num_levels, 1, p, lq)
-    output = None
-    start = 0
-    for level, (h, w) in enumerate(shapes):
-        level_value = values[:, :, start : start + h * w].reshape(b * m, d, h, w)
-        start += h * w
-        summed = (_sample(level_value, grids[:, level]) * point_weights[:, level]).sum(dim=2)  # (B*M, D, Lq)
-        output = summed if output is None else output + summed
-    assert output is not None
-    return output.view(b, m, d, lq).permute(0, 3, 1, 2).reshape(b, lq, m * d)
 
 
 def bilinear_taps(unit_xy: Tensor, hw: tuple[int, int], padding: str = "zeros") -> tuple[Tensor, Tensor]:
