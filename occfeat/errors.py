@@ -24,3 +24,11 @@ class UnknownNameError(OccfeatError, KeyError):
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class IntegrityError(OccfeatError, OSError):
+    """A file's bytes do not match the sha256 (or size) it was registered with."""
+
+
+class MissingDependencyError(OccfeatError, ImportError):
+    """An optional package that a feature needs is not installed. The message gives the install command."""

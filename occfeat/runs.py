@@ -91,10 +91,23 @@ def export(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", wei
             "source": PRETRAIN_KIND, "run": str(run_dir), "checkpoint": weights.parent.name,
             "pretrained_from": info["model"], "mode": info["recipe"]["mode"], "samples": info["samples"],
             "steps": info["steps"], "dataset": f"{info['dataroot']} ({info['version']}, split {info['split']})",
-            "labels_read": False, "recipe": info["recipe"], "teacher": info["teacher"],
+            "labels_read": False, "recipe": info["recipe"], "teacher": info["teacher"], **_backbone_init(info),
         }
         return save_pretrained(model, out_dir, weight_id=weight_id, provenance=provenance, parts=PRETRAINED_PARTS)
     provenance = {"source": FINETUNE_KIND, "run": str(run_dir), "weights": weights.name,
                   "fine_tuned_from": info["model"], "fraction": info["fraction"],
-                  "train_samples": info["train_samples"], "steps": info["steps"], "recipe": info["recipe"]}
+                  "train_samples": info["train_samples"], "steps": info["steps"], "recipe": info["recipe"],
+                  **_backbone_init(info)}
     return save_pretrained(model, out_dir, weight_id=weight_id, provenance=provenance)
+
+
+def _backbone_init(info: dict[str, Any]) -> dict[str, Any]:
+    """The ImageNet weights the run's backbone started from, carried into the export (runs before 0.1 lack it)."""
+    return {"backbone_init": info["backbone_init"]} if info.get("backbone_init") else {}
+
+
+def initialisation_record(network: Any) -> dict[str, Any]:
+    """What ``run.json`` says about the network a run starts from: the load report, and ``backbone_init``, the
+    ImageNet weights its backbone was initialised from (here, or by the run that produced the loaded weights)."""
+    return {"load_report": str(getattr(network, "load_report", "")) or None,
+            "backbone_init": getattr(network, "provenance", {}).get("backbone_init")}

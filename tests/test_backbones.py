@@ -15,14 +15,14 @@ from occfeat.models.backbones import UpsampleConcatNeck, build_backbone
 
 @pytest.mark.parametrize("name, channels", [("efficientnet_b0", [40, 112]), ("resnet50", [512, 1024])])
 def test_backbone_taps_are_stride_8_and_16(name, channels):
-    body = build_backbone(name)
+    body, _ = build_backbone(name)
     stride8, stride16 = body(torch.randn(1, 3, 64, 128))
     assert [stride8.shape[1], stride16.shape[1]] == channels
     assert stride8.shape[-2:] == (8, 16) and stride16.shape[-2:] == (4, 8)
 
 
 def test_efficientnet_stages_after_the_stride_16_tap_are_dropped():
-    body = build_backbone("efficientnet_b0")
+    body, _ = build_backbone("efficientnet_b0")
     # EN-B0's blocks 5 and 6 (stride 32) would add 2.7 M parameters that never receive a gradient.
     assert sum(p.numel() for p in body.parameters()) < 1.0e6
 

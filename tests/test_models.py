@@ -21,8 +21,10 @@ SMALL = dict(image_size=(64, 128), grid=BEVGrid(x_range=(-16.0, 16.0), y_range=(
 
 def test_registry_lists_the_published_architectures():
     expected = {"bevformer-enb0", "bevformer-r50", "simplebev-enb0", "simplebev-r50", "simplebev-r101"}
-    assert expected | {"bevformer-tiny", "simplebev-tiny"} == set(list_models())
-    assert list_models("bevformer-*") == ["bevformer-enb0", "bevformer-r50", "bevformer-tiny"]
+    lite0 = {"bevformer-lite0", "simplebev-lite0", "bevformer-lite0-tiny", "simplebev-lite0-tiny"}
+    assert expected | lite0 | {"bevformer-tiny", "simplebev-tiny"} == set(list_models())
+    assert list_models("bevformer-*") == ["bevformer-enb0", "bevformer-lite0", "bevformer-lite0-tiny", "bevformer-r50",
+                                          "bevformer-tiny"]
     assert occfeat.list_models is list_models
 
 

@@ -22,7 +22,7 @@ from ..data.labels import check_label_protocol
 from ..engine import Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..models import BEVModel
 from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
-from ..runs import FINETUNE_KIND, RUN_FILE, export, train_config, write_run_record  # noqa: F401  (RUN_FILE: public here too)
+from ..runs import FINETUNE_KIND, RUN_FILE, export, initialisation_record, train_config, write_run_record  # noqa: F401  (RUN_FILE: public here too)
 from ..zoo.loading import load_for_finetuning, training_load_kwargs  # their owner is the zoo
 from .evaluation import evaluate_model, write_report
 from .freezing import freeze, param_groups
@@ -153,7 +153,7 @@ def finetune(
             "label_protocol": recipe.label_protocol,
             "freeze_parts": list(freeze_parts), "processes": world,
             "compile": describe(compile) if is_compiled(network) else False,  # False too when it fell back to eager
-            "activation_checkpointing": bool(activation_checkpointing),
+            "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
         })
     result = trainer.fit()
     metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,

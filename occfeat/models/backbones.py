@@ -1,10 +1,12 @@
-"""Image backbones (timm ``features_only`` trunks) and the upsample-concat neck to 128 channels at stride 8."""
+"""Image backbones (timm ``features_only`` trunks, optionally ImageNet-initialised) and the upsample-concat neck to 128
+channels at stride 8."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -12,11 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..io import sha256_file
+from .imagenet import PACKAGED_IMAGENET
 from .layers import conv_norm_act
 
 logger = logging.getLogger(__name__)
 
-# ImageNet normalisation of every timm backbone we use: written once, in the conventions layer.
+# ImageNet normalisation of timm's own backbones, written once in the conventions layer. TensorFlow ports (tf_*, e.g.
+# Lite0) were trained with mean = std = 0.5: their architectures' configs say so.
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401
 
 # The taps we read: stride 8 and stride 16. For timm's EfficientNet and ResNet feature pyramids (strides 2, 4, 8, 16,
@@ -25,15 +30,19 @@ FEATURE_STRIDES: tuple[int, int] = (8, 16)
 _OUT_INDICES: tuple[int, int] = (2, 3)
 
 
-def build_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
-    """A timm trunk returning ``[stride-8 map, stride-16 map]``.
+def build_backbone(name: str, pretrained: bool | str = False) -> tuple[nn.Module, dict[str, Any] | None]:
+    """A timm trunk returning ``[stride-8 map, stride-16 map]``, and the identity of the ImageNet weights it was
+    initialised from (None: random init).
 
     Args:
-        name: timm model name, e.g. ``efficientnet_b0``, ``resnet50``, ``resnet101``.
-        pretrained: ``False`` random init; ``True`` ImageNet weights through timm (the Hugging Face Hub) when
-            reachable, otherwise random init with a warning; a path: ImageNet weights from that local file.
+        name: timm model name, e.g. ``efficientnet_b0``, ``tf_efficientnet_lite0``, ``resnet50``.
+        pretrained: ``False`` random init; ``True`` ImageNet weights: from an installed package for the backbones of
+            ``occfeat.models.imagenet.PACKAGED_IMAGENET`` (no network; a typed error when the package is missing),
+            else through timm (the Hugging Face Hub) when reachable, otherwise random init with a warning; a path:
+            ImageNet weights in timm's layout from that local file.
     """
     kwargs: dict = dict(features_only=True, out_indices=_OUT_INDICES)
+    identity: dict[str, Any] | None = None
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -42,10 +51,17 @@ def build_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
                 f"{name!r} (.safetensors or .pth), True to fetch it through timm, or False for random init."
             )
         body = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        identity = {"weights": "a local file", "file": path.name, "sha256": sha256_file(path), "timm_model": name}
         logger.info("backbone %s: ImageNet weights loaded from %s", name, path)
+    elif pretrained and name in PACKAGED_IMAGENET:
+        body = _create(name, **kwargs)
+        identity = PACKAGED_IMAGENET[name].load_into(body)
+        logger.info("backbone %s: %s from the package %s", name, identity["weights"], identity["package"])
     elif pretrained:
         try:
             body = timm.create_model(name, pretrained=True, **kwargs)
+            identity = {"weights": "timm's ImageNet weights", "timm_model": name,
+                        "hf_hub_id": getattr(body, "pretrained_cfg", {}).get("hf_hub_id")}
             logger.info("backbone %s: ImageNet weights loaded through timm", name)
         except Exception as exc:  # no network, gated, missing cache...: fall back loudly, never silently
             warnings.warn(
@@ -55,10 +71,7 @@ def build_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
             )
             body = timm.create_model(name, pretrained=False, **kwargs)
     else:
-        try:
-            body = timm.create_model(name, pretrained=False, **kwargs)
-        except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
-            raise ConfigError(f"backbone={name!r}: {exc}. Any timm CNN with stride-8/16 feature taps works.") from exc
+        body = _create(name, **kwargs)
     _drop_unused_stages(body)
     reductions = tuple(body.feature_info.reduction())
     if reductions != FEATURE_STRIDES:
@@ -66,7 +79,14 @@ def build_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
             f"backbone={name!r}: feature taps {_OUT_INDICES} have strides {reductions}, expected {FEATURE_STRIDES}. "
             "Use a timm CNN with the usual 5-stage stride-2 pyramid (EfficientNet, ResNet, RegNet, ...)."
         )
-    return body
+    return body, identity
+
+
+def _create(name: str, **kwargs: Any) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        raise ConfigError(f"backbone={name!r}: {exc}. Any timm CNN with stride-8/16 feature taps works.") from exc
 
 
 def _drop_unused_stages(body: nn.Module) -> None:

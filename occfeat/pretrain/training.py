@@ -30,7 +30,7 @@ from ..engine.data import move_to_device
 from ..errors import ConfigError
 from ..models import BEVModel
 from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
-from ..runs import PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, rank_shard, train_config, write_run_record  # noqa: F401
+from ..runs import PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, initialisation_record, rank_shard, train_config, write_run_record  # noqa: F401
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
 from .recipes import PretrainRecipe, get_recipe
@@ -242,7 +242,7 @@ def pretrain(
                              if str(teacher.spec.weights).startswith("random") else "OccFeat's image teacher"),
             "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
             "compile": describe(compile) if is_compiled(pretrainer) else False,  # False too when it fell back to eager
-            "activation_checkpointing": bool(activation_checkpointing),
+            "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
         })
     result = trainer.fit()
     metrics: dict[str, float] = {}

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import OccfeatError
+from ..errors import IntegrityError, OccfeatError
+from ..io import sha256_file
 from .registry import FileSpec
 
 OFFLINE_ENV = "OCCFEAT_OFFLINE"
@@ -36,10 +36,6 @@ class WeightsNotCachedError(HubError):
     """Offline, and the weights are not in the cache or a bundle."""
 
 
-class IntegrityError(OccfeatError, OSError):
-    """A file's bytes do not match the registry's sha256 or size."""
-
-
 def is_offline(local_files_only: bool | None = None) -> bool:
     """The explicit argument wins; else ``OCCFEAT_OFFLINE``; else ``HF_HUB_OFFLINE`` (read now, not at import)."""
     if local_files_only is not None:
@@ -48,14 +44,6 @@ def is_offline(local_files_only: bool | None = None) -> bool:
         if os.environ.get(name, "").strip().lower() in _TRUE:
             return True
     return False
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(path: Path, expected: FileSpec, *, always: bool = False, weight_id: str = "") -> Path:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputError, OccfeatError, UnknownNameError
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config, list_models
+from ..models.load_report import LoadReport
 from ..models.compile import CompileOption, compile_model, compile_options
 from .hub import commit_of, fetch_file
 from .registry import WeightSpec, get_weights
@@ -39,42 +40,6 @@ class WeightsNotPublishedError(OccfeatError, LookupError):
 
 class UnsafeWeightsError(OccfeatError, ValueError):
     """A pickle-based checkpoint was offered: occfeat never unpickles weights."""
-
-
-@dataclass
-class LoadReport:
-    """What a load did with every key. ``str(report)`` is a one-line summary."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-    reinitialized: list[str] = field(default_factory=list)
-    skipped_parts: list[str] = field(default_factory=list)
-    renamed_prefixes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def clean(self) -> bool:
-        """Nothing missing, unexpected or mis-shaped beyond what was declared re-initialisable or skipped."""
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def summary(self) -> str:
-        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
-        if self.reinitialized:
-            parts.append(f"re-initialised {len(self.reinitialized)} ({_prefixes(self.reinitialized)})")
-        if self.skipped_parts:
-            parts.append(f"parts not loaded: {', '.join(self.skipped_parts)}")
-        parts.append(f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, shape mismatches {len(self.mismatched)}")
-        if self.renamed_prefixes:
-            parts.append("renamed " + ", ".join(f"{a!r}->{b!r}" for a, b in self.renamed_prefixes.items()))
-        return "; ".join(parts)
-
-    __str__ = summary
-
-
-def _prefixes(keys: Sequence[str]) -> str:
-    return ", ".join(sorted({".".join(k.split(".")[:2]) for k in keys}))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,6 +201,7 @@ def load(
     key_map: dict[str, str] | None = None,
     verify: str = "once",
     compile: CompileOption = False,
+    pretrained_backbone: bool | str = False,
     **overrides: Any,
 ) -> BEVModel:
     """Build a network and load its weights.
@@ -259,6 +225,9 @@ def load(
         verify: ``"once"`` (hash on first use, then trust a size+mtime stamp), ``"always"`` or ``"never"``.
         compile: ``torch.compile`` the loaded model's calls in place: ``True`` (inductor), a backend name, or a dict
             of ``torch.compile`` arguments (``occfeat.models.compile.compile_model``); state-dict keys are unchanged.
+        pretrained_backbone: for a network built untrained (an architecture, ``pretrained=False``): ImageNet weights
+            for its backbone, as ``create_model`` takes them (``True``; a file). Loaded weights would replace them, so
+            combining it with weights to load is an error.
         **overrides: architecture options (see ``BEVModelConfig``).
 
     Returns the model with ``.load_report``, ``.weight_spec`` and ``.provenance``.
@@ -282,11 +251,18 @@ def load(
         run_state = run_network_state(checkpoint, "best")[0]
         checkpoint = None
     files = [f for f in (source.weights, Path(checkpoint) if checkpoint else None) if f is not None]
+    if pretrained_backbone and (files or run_state):
+        raise ConfigError(
+            f"pretrained_backbone={pretrained_backbone!r} initialises the backbone of an untrained network, but "
+            f"{name!r} loads weights{' (checkpoint=...)' if checkpoint or run_state else ''} that replace it. Drop "
+            "pretrained_backbone, or build the architecture untrained (pretrained=False, no checkpoint)."
+        )
 
     if not files and not run_state:
         with device:
-            model = BEVModel(source.config)
-        report = LoadReport(source=source.description, skipped_parts=list(PARTS))
+            model = BEVModel(source.config, pretrained_backbone=pretrained_backbone)
+        report = model.load_report
+        report.source = source.description
     else:
         with torch.device("meta"):
             model = BEVModel(source.config)
@@ -299,7 +275,7 @@ def load(
         model.to(dtype=dtype)
     model.load_report = report
     model.weight_spec = source.spec
-    model.provenance = source.provenance
+    model.provenance = {**source.provenance, **model.provenance}  # the build's backbone_init, if any
     return compile_model(model, compile, device=device)
 
 

@@ -10,8 +10,10 @@ from typing import Any, Sequence
 from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_write
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config
-from .hub import sha256_file
+from ..models.load_report import describe_backbone_init
+from ..io import sha256_file
 from .loading import CONFIG_FILE, WEIGHTS_FILE
 from .registry import WeightSpec
 
@@ -98,6 +100,24 @@ def _pretraining_lines(provenance: dict[str, Any]) -> list[str]:
             f"- Teacher: {described}.", ""]
 
 
+def _normalisation(config: BEVModelConfig) -> str:
+    if (tuple(config.image_mean), tuple(config.image_std)) == (IMAGENET_MEAN, IMAGENET_STD):
+        return "ImageNet normalisation"
+    return f"normalisation mean {list(config.image_mean)}, std {list(config.image_std)} (the backbone's own)"
+
+
+def _backbone_init_lines(provenance: dict[str, Any]) -> list[str]:
+    """The card's line on the ImageNet weights the backbone started from before any occfeat training."""
+    init = provenance.get("backbone_init")
+    if not init:
+        return []
+    licence = f"; licence {init['license']}" if init.get("license") else ""
+    return ["## Backbone initialisation", "",
+            f"- Before occfeat's training, the `{init.get('timm_model')}` backbone was initialised from "
+            f"{describe_backbone_init(init)}{licence}; the full sha256 is in `config.json` "
+            "(`provenance.backbone_init`).", ""]
+
+
 def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -127,7 +147,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         "## Input",
         "",
         f"6 cameras (nuScenes order), images resized and cropped to {config.image_size[0]}x{config.image_size[1]}, "
-        "ImageNet normalisation (`occfeat.get_weights(ID).transforms()` does it and updates the intrinsics); output "
+        f"{_normalisation(config)} (`occfeat.get_weights(ID).transforms()` does it and updates the intrinsics); output "
         f"rasters of {config.grid.shape[0]}x{config.grid.shape[1]} cells of {config.grid.resolution} m around the car.",
         "",
     ]
@@ -164,6 +184,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
             "",
         ]
     lines += _pretraining_lines((document or {}).get("provenance") or {})
+    lines += _backbone_init_lines((document or {}).get("provenance") or {})
     lines += [
         "## Limitations",
         "",

@@ -33,6 +33,7 @@ from torch import Tensor
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..conventions.geometry import BEVGrid
 from ..errors import ConfigError, InputError
+from ..io import read_pickled_weights
 
 SOURCE = "https://github.com/aharley/simple_bev"
 CHECKPOINT_URL = "https://www.dropbox.com/s/n93ryvrqyiram56/rgb_checkpoint.tar.gz"
@@ -110,11 +111,7 @@ def read_simple_bev_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise InputError(f"{path} does not exist. Download Simple-BEV's checkpoint ({CHECKPOINT_URL}, as its "
                          "get_rgb_model.sh does) and give the model-*.pth it holds.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (unpickling raises many types)
-        raise InputError(f"{path}: not a checkpoint torch.load(weights_only=True) can read ({type(error).__name__}: "
-                         f"{error}). occfeat never unpickles code; give Simple-BEV's model-*.pth.") from error
+    checkpoint = read_pickled_weights(path, expected="Simple-BEV's model-*.pth (a saverloader checkpoint)")
     state = checkpoint.get("model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InputError(f"{path}: expected Simple-BEV's saverloader format ({{'model_state_dict': ..., "
