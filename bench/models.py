@@ -2,6 +2,7 @@
 
     python bench/models.py                      # all full-size architectures, 2 threads, batch 1
     python bench/models.py --arch bevformer-enb0 --repeats 7
+    python bench/models.py --arch bevformer-enb0 bevformer-lite0 simplebev-enb0 simplebev-lite0   # + Lite0 / EN-B0
     python bench/models.py --deform-only        # just the ms_deform_attn vs per-level/per-head loop comparison
 
 Each architecture runs in its own subprocess so that its peak RSS is its own (building and the timed steps; the FLOP
@@ -28,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from timing import count_flops, median_seconds, paired_seconds
 
-FULL_SIZE = ["bevformer-enb0", "bevformer-r50", "simplebev-enb0", "simplebev-r50", "simplebev-r101"]
+FULL_SIZE = ["bevformer-enb0", "bevformer-lite0", "bevformer-r50", "simplebev-enb0", "simplebev-lite0", "simplebev-r50",
+             "simplebev-r101"]
 IMAGE_HW = (224, 480)
 
 
@@ -111,6 +113,23 @@ def bench_architecture(arch: str, repeats: int, warmup: int, batch_size: int, ch
         train_paired_share=statistics.median(train_flops / t / peak for t, peak in train_pairs),
         peak_rss_gib=peak_rss,
     )
+
+
+def print_backbone_ratios(results: dict[str, dict]) -> None:
+    """Each ``*-lite0`` network against its EN-B0 twin run in the same invocation: the same network on another
+    trunk, so the ratios are the backbone's (times also as shares of each call's paired peak, to cancel drift)."""
+    pairs = [(arch, arch.replace("-lite0", "-enb0")) for arch in results if arch.endswith("-lite0")]
+    pairs = [(lite, enb0) for lite, enb0 in pairs if enb0 in results]
+    if not pairs:
+        return
+    print("\n| Lite0 / EN-B0 | params | fwd GFLOPs | fwd s | fwd paired share | fwd+bwd GFLOPs | fwd+bwd s "
+          "| fwd+bwd paired share | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for lite, enb0 in pairs:
+        a, b = results[lite], results[enb0]
+        keys = ("params", "forward_gflops", "forward_s", "forward_paired_share", "train_gflops", "train_s",
+                "train_paired_share", "peak_rss_gib")
+        print(f"| {lite} / {enb0} | " + " | ".join(f"{a[k] / b[k]:.2f}x" for k in keys) + " |", flush=True)
 
 
 def deform_attn_loop(value, spatial_shapes, locations, weights):
@@ -274,6 +293,7 @@ def main() -> None:
             "| fwd+bwd s | fwd+bwd / peak | fwd+bwd / paired peak | peak RSS GiB |"
         )
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        results = {}
         for arch in args.arch:
             child = subprocess.run(
                 [sys.executable, __file__, "--one", arch, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
@@ -282,7 +302,7 @@ def main() -> None:
                  *(["--compile"] if args.compile else [])],
                 capture_output=True, text=True, check=True,
             )
-            r = json.loads(child.stdout.strip().splitlines()[-1])
+            r = results[arch] = json.loads(child.stdout.strip().splitlines()[-1])
             print(
                 f"| {arch} | {r['params'] / 1e6:.2f} M | {r['forward_gflops']:.1f} | {r['forward_s']:.3f} "
                 f"| {r['forward_gflops_per_s']:.1f} | {r['forward_gflops_per_s'] * 1e9 / peak:.0%} "
@@ -291,6 +311,7 @@ def main() -> None:
                 f"| {r['peak_rss_gib']:.2f} |",
                 flush=True,
             )
+        print_backbone_ratios(results)
     print("\n| ms_deform_attn case | ours, default (ms) | ours, grid_sample (ms) | per-level/per-head loop (ms) "
           "| speed-up of the default |")
     print("| --- | ---: | ---: | ---: | ---: |")

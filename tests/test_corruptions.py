@@ -103,11 +103,12 @@ def test_motion_blur_is_a_one_sided_gaussian_line():
     # Tap i reads the image i pixels to its right: the dot smears i pixels to the left with weight w_i.
     np.testing.assert_allclose(blurred[4, 14:21][::-1], weights)
     assert blurred.sum() == pytest.approx(1.0) and blurred[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0
-    # Borders replicate, so no dark frame; a saturated flat stays 255 at every severity, as with the definition's
-    # float sum (other flat levels may lose one to the truncating cast there too).
+    # Borders replicate, so no dark frame: a saturated flat stays within one level of 255 at every severity. Exactly
+    # 255 or 254 depends on the last bit of the weights' float sum, which numpy's SIMD summation makes CPU-dependent
+    # (255 on some of our machines, 254 on others), before the definition's truncating cast.
     flat = np.full((48, 96, 3), 255, np.uint8)
     for severity in SEVERITIES:
-        np.testing.assert_array_equal(corrupt_image(flat, "MotionBlur", severity), flat)
+        assert corrupt_image(flat, "MotionBlur", severity).min() >= 254
     assert np.abs(corrupt_image(np.full((48, 96, 3), 120, np.uint8), "MotionBlur", 3).astype(int) - 120).max() <= 1
     # As defined, taps that would shift farther than the image is wide are dropped, and their weight with them.
     narrow = np.full((16, 32, 3), 120, np.uint8)

