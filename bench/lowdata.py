@@ -38,7 +38,12 @@ def _override(item: str) -> tuple[str, object]:
     key, _, value = item.partition("=")
     if not key or not value:
         raise SystemExit(f"--pretrain-override {item!r}: expected KEY=VALUE, e.g. lambda_feat=0.25")
-    return key, json.loads(value) if value not in ("None", "null") else None
+    if value in ("None", "null"):
+        return key, None
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:  # a bare word: a string option, e.g. feature_branch=separate
+        return key, value
 
 
 # The settings an ablation must share with the run it is paired with, so that a seed means the same subset and runs.

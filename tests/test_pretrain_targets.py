@@ -453,3 +453,29 @@ def test_typed_errors_for_wrong_shapes():
     head = OccFeatHead(8, GRID, c3d=4, feature_dim=16)
     with pytest.raises(ConfigError, match="occupancy grid"):
         head(torch.zeros(1, 8, 20, 16))
+
+
+@pytest.mark.parametrize("branch", ["shared", "separate"])
+def test_a_separate_feature_branch_meets_the_occupancy_branch_only_in_the_network(branch):
+    """With ``feature_branch="separate"`` the feature loss never reaches the occupancy branch's head layers (nor the
+    occupancy loss the feature branch's); shared, both losses reach the one unsplatting. Both reach the BEV map."""
+    c, d = 8, 16
+    head = OccFeatHead(c, GRID, c3d=4, feature_dim=d, feature_branch=branch)
+    bev = torch.randn(2, c, *GRID.shape, requires_grad=True)
+    wanted = torch.randperm(2 * GRID.num_heights * GRID.shape[0] * GRID.shape[1])[:50]
+    out = head(bev, wanted)
+    shared_weight = head.unsplat[1].weight
+    feature_grad = torch.autograd.grad(out["features"].square().mean(), [bev, shared_weight], retain_graph=True,
+                                       allow_unused=True)
+    assert feature_grad[0].abs().sum() > 0
+    if branch == "shared":
+        assert feature_grad[1] is not None and feature_grad[1].abs().sum() > 0
+        assert head.feature_unsplat is None
+    else:
+        assert feature_grad[1] is None  # the feature loss does not touch the occupancy branch's layers
+        separate_weight = head.feature_unsplat[1].weight
+        occupancy_grad = torch.autograd.grad(out["occupancy"].mean(), [separate_weight], allow_unused=True)
+        assert occupancy_grad[0] is None
+        assert sum(p.numel() for p in head.feature_unsplat.parameters()) == sum(p.numel() for p in head.unsplat.parameters())
+    with pytest.raises(ConfigError, match="feature_branch"):
+        OccFeatHead(c, GRID, feature_branch="split")

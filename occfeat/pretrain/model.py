@@ -24,6 +24,7 @@ class OccFeatPretrainer(nn.Module):
         mode, lambda_feat, pos_weight: see ``OccFeatLoss``.
         feature_dim: D of the teacher (ignored in mode "occupancy").
         c3d, z_range, z_resolution: the head's volume and the occupancy grid above the network's raster.
+        feature_branch: ``"shared"`` or ``"separate"`` head layers for the feature output (``OccFeatHead``).
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class OccFeatPretrainer(nn.Module):
         z_resolution: float = OCCUPANCY_Z_RESOLUTION,
         lambda_feat: float = 1.0,
         pos_weight: float | None = None,
+        feature_branch: str = "shared",
     ):
         super().__init__()
         self.network = network
@@ -46,6 +48,7 @@ class OccFeatPretrainer(nn.Module):
         self.head = OccFeatHead(
             network.config.bev_channels, self.grid, c3d=c3d,
             feature_dim=feature_dim if self.loss.uses_features else None, occupancy=self.loss.uses_occupancy,
+            feature_branch=feature_branch,
         )
 
     @property

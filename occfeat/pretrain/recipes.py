@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..engine.config import DEFAULT_GRAD_CLIP, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
 from ..errors import ConfigError, UnknownNameError
-from .head import MODES
+from .head import FEATURE_BRANCHES, MODES
 from .targets import OCCUPANCY_Z_RANGE, OCCUPANCY_Z_RESOLUTION
 from .teacher import DEFAULT_TEACHER
 
@@ -42,6 +42,7 @@ class PretrainRecipe:
     lambda_feat: float = 1.0
     pos_weight: float | None = None
     c3d: int = 32
+    feature_branch: str = "shared"  # "separate": the feature output gets its own head layers (an ablation)
     z_range: tuple[float, float] = OCCUPANCY_Z_RANGE
     z_resolution: float = OCCUPANCY_Z_RESOLUTION
     lidar_sweeps: int = 5  # key frame + 4 previous sweeps
@@ -54,6 +55,9 @@ class PretrainRecipe:
         object.__setattr__(self, "z_range", tuple(self.z_range))
         if self.mode not in MODES:
             raise ConfigError(f"PretrainRecipe.mode={self.mode!r}: choose from {list(MODES)}.")
+        if self.feature_branch not in FEATURE_BRANCHES:
+            raise ConfigError(f"PretrainRecipe.feature_branch={self.feature_branch!r}: choose from "
+                              f"{list(FEATURE_BRANCHES)}.")
         if self.batch_size < 1 or self.epochs <= 0 or self.lidar_sweeps < 1:
             raise ConfigError(f"PretrainRecipe {self.name!r}: batch_size, epochs and lidar_sweeps must be positive.")
 

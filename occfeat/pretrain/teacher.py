@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, InputError, OccfeatError
 from ..io import atomic_write
 from .dinov2 import load_into_model, read_safetensors, resolve_weights_file, to_timm_state_dict
@@ -41,6 +43,9 @@ DEFAULT_TEACHER = "vit_small_patch14_dinov2.lvd142m"
 # A stand-in for DINOv2 on generated worlds (SemanticTeacher): what DINOv2 is to real images, made from the renderer's
 # side-car class and instance maps. Never OccFeat's teacher, and never available on real nuScenes.
 STAND_IN_TEACHER = "synthetic-semantic"
+# DINOv2's patch and the image height of the paper's working size: the stand-in's grid matches theirs, relative to
+# the image, at any image size.
+DINOV2_PATCH, DINOV2_REFERENCE_HEIGHT = 14, 224
 TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file, or a folder holding one
 RANDOM_TEACHER_SEED = 0
 
@@ -321,45 +326,72 @@ class Teacher(nn.Module):
 
 
 class SemanticTeacher(nn.Module):
-    """The stand-in teacher for generated worlds: per-patch features from the renderer's side-car class and instance
-    maps (``NuScenesBEV(semantic_maps=True)``), on the patch grid a ViT with patches of ``patch`` pixels would have.
-
-    Each pixel is a fixed random unit vector of its class plus ``instance_weight`` times one of its instance (hashed
-    into ``instance_buckets`` fixed random vectors; no instance: nothing); a patch is the mean over its pixels. So
-    patches of different object kinds are nearly orthogonal, patches of one kind alike, and two instances of a kind
-    apart, as DINOv2's patch tokens are on real images. It reads no 3D labels and never the fine-tuning labels. A
+    """The stand-in teacher for generated worlds: per-patch features from what a camera image shows, on the patch grid
+    DINOv2 ViT-S/14 has at 224x480, relative to the image (16x34). It reads the renderer's side-car class maps
+    (``NuScenesBEV(semantic_maps=True)``) and the image itself; no 3D labels and never the fine-tuning labels. A
     stand-in, named as one wherever it appears: its numbers are not OccFeat's with DINOv2.
-    """
 
-    needs: tuple[str, ...] = ("semantic", "instance")
+    A pixel's feature is the sum of
+    - its **class** vector: a unit vector per class (``SEMANTIC_CLASSES``); classes of one family
+      (``SEMANTIC_FAMILIES``: the vehicles, the two-wheelers, road surfaces, ...) share ``family_share`` of it, so
+      two subtypes (car, truck) have cosine ``family_share`` where unrelated classes have ~0, as an image model
+      relates subtypes more than kinds;
+    - its **appearance**: ``appearance_weight`` times a fixed random projection of a colour (RGB around mid-grey):
+      for a pixel of an object, the object's mean colour in this image (the instance mask says which pixels are
+      one object, as an image model groups them), else the pixel's own. So two cars differ as their paint differs,
+      alike ones are alike, and all of one car's patches agree. This is the only instance component: nothing an
+      image cannot show;
+    - optionally ``instance_weight`` times a random vector per instance id (the earlier stand-in's; 0 by default,
+      since no image can predict it).
+    A patch is the mean over its pixels. The earlier regime's stand-in (bench/RESULTS.md, before issue 22) is
+    ``patch=14, family_share=0, appearance_weight=0, instance_weight=0.5``.
+    """
 
     def __init__(
         self,
         *,
         image_size: tuple[int, int],
         cameras: Sequence[str],
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         feature_dim: int = 384,
-        patch: int = 14,
-        instance_weight: float = 0.5,
+        patch: int | None = None,
+        family_share: float = 0.5,
+        appearance_weight: float = 1.0,
+        instance_weight: float = 0.0,
         instance_buckets: int = 256,
         seed: int = RANDOM_TEACHER_SEED,
         storage_dtype: torch.dtype = torch.float16,
     ):
         super().__init__()
-        from ..synthetic.semantic import SEMANTIC_CLASSES
+        from ..synthetic.semantic import SEMANTIC_CLASSES, SEMANTIC_FAMILIES
 
+        if not 0.0 <= family_share < 1.0 or appearance_weight < 0 or instance_weight < 0:
+            raise ConfigError(f"{STAND_IN_TEACHER} teacher: expected 0 <= family_share < 1 and non-negative weights.")
+        # DINOv2's patch of 14 pixels at 224 rows, at this image height: 7 pixels at 112x240, a 16x34 grid.
+        patch = patch or max(1, round(DINOV2_PATCH * image_size[0] / DINOV2_REFERENCE_HEIGHT))
         generator = torch.Generator().manual_seed(seed)
-        classes = F.normalize(torch.randn(len(SEMANTIC_CLASSES), feature_dim, generator=generator), dim=1)
+        own = F.normalize(torch.randn(len(SEMANTIC_CLASSES), feature_dim, generator=generator), dim=1)
+        families = sorted(set(SEMANTIC_FAMILIES.values()))
+        family = F.normalize(torch.randn(len(families), feature_dim, generator=generator), dim=1)
+        family_of = torch.tensor([families.index(SEMANTIC_FAMILIES[c]) for c in SEMANTIC_CLASSES])
+        classes = F.normalize(math.sqrt(family_share) * family[family_of] + math.sqrt(1 - family_share) * own, dim=1)
         instances = F.normalize(torch.randn(instance_buckets, feature_dim, generator=generator), dim=1)
         instances[0] = 0.0  # bucket 0: no instance
+        colour = F.normalize(torch.randn(3, feature_dim, generator=generator), dim=1)
         self.register_buffer("class_embedding", classes, persistent=False)
         self.register_buffer("instance_embedding", instance_weight * instances, persistent=False)
+        self.register_buffer("colour_projection", appearance_weight * colour, persistent=False)
+        self.register_buffer("mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.needs: tuple[str, ...] = ("images", "semantic", "instance")
         self.storage_dtype = storage_dtype
         input_size = teacher_input_size(tuple(image_size), patch)
         self.spec = TeacherSpec(
             name=STAND_IN_TEACHER,
-            weights=f"stand-in:classes={len(SEMANTIC_CLASSES)},buckets={instance_buckets},"
-                    f"instance_weight={instance_weight},seed={seed}",
+            weights=f"stand-in:classes={len(SEMANTIC_CLASSES)},families={len(families)},family_share={family_share},"
+                    f"appearance_weight={appearance_weight},instance_weight={instance_weight},"
+                    f"buckets={instance_buckets},patch={patch},seed={seed}",
             image_size=tuple(image_size), input_size=input_size, patch_grid=(input_size[0] // patch, input_size[1] // patch),
             feature_dim=feature_dim, cameras=tuple(cameras), storage_dtype=str(storage_dtype).replace("torch.", ""),
         )
@@ -372,34 +404,70 @@ class SemanticTeacher(nn.Module):
                 "NuScenesBEV(semantic_maps=True) on a world written with `occfeat synth --semantic-maps`."
             )
         pick = (lambda t: t) if rows is None else (lambda t: t[list(rows)])
-        return self(pick(batch["semantic"]), pick(batch["instance"]))
+        return self(pick(batch["images"]), pick(batch["semantic"]), pick(batch["instance"]))
 
     @torch.no_grad()
-    def forward(self, semantic: Tensor, instance: Tensor) -> Tensor:
-        """(B, N, H, W) class ids and instance ids -> (B, N, D, h, w) float32 features, rounded to
-        ``storage_dtype``."""
-        b, n, height, width = semantic.shape
-        if (height, width) != self.spec.image_size or n != len(self.spec.cameras):
-            raise InputError(
-                f"{STAND_IN_TEACHER} teacher: maps of shape {tuple(semantic.shape)}, expected (B, "
-                f"{len(self.spec.cameras)}, {self.spec.image_size[0]}, {self.spec.image_size[1]}) as configured."
-            )
+    def class_shares(self, semantic: Tensor) -> Tensor:
+        """(B, N, H, W) class ids -> (B, N, C, h, w), the share of each class (``SEMANTIC_CLASSES``) in every patch.
+        ``evaluate_pretraining``'s class-level reference samples it at the voxels exactly as the targets are."""
+        b, n = semantic.shape[:2]
         h, w = self.spec.patch_grid
-        device = self.class_embedding.device
+        shares = self._patch_shares(semantic.reshape(b * n, -1).long(), len(self.class_embedding), semantic.shape[-2:])
+        return shares.transpose(1, 2).reshape(b, n, -1, h, w)
+
+    def _patch_shares(self, codes: Tensor, size: int, image_hw: Sequence[int]) -> Tensor:
+        """(M, H*W) codes in [0, size) -> (M, h*w, size): the share of each code among every patch's pixels."""
+        patch, area = self._patches(*image_hw, codes.device)
+        counts = torch.zeros(codes.shape[0], len(area) * size, device=codes.device)
+        counts.scatter_add_(1, patch[None] * size + codes, torch.ones_like(codes, dtype=torch.float))
+        return counts.view(codes.shape[0], len(area), size) / area[None, :, None]
+
+    def _patches(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The patch of every pixel, (H*W,), and the pixels per patch, (h*w,)."""
+        h, w = self.spec.patch_grid
         rows = torch.arange(height, device=device) * h // height
         cols = torch.arange(width, device=device) * w // width
-        patch = (rows[:, None] * w + cols[None, :]).reshape(-1)  # (H*W,) patch of each pixel
-        area = torch.bincount(patch, minlength=h * w).clamp(min=1).float()  # pixels per patch
-        maps = []
-        for codes, table in ((semantic, self.class_embedding), (instance, self.instance_embedding)):
-            codes = codes.to(device).reshape(b * n, -1).long()
-            buckets = codes if table is self.class_embedding else torch.where(codes > 0, 1 + codes % (len(table) - 1), 0)
-            # Histogram of codes per patch, one scatter: (B*N, h*w, K), then the mean embedding per patch.
-            histogram = torch.zeros(b * n, h * w * len(table), device=device)
-            histogram.scatter_add_(1, patch[None] * len(table) + buckets, torch.ones_like(buckets, dtype=torch.float))
-            maps.append((histogram.view(b * n, h * w, len(table)) / area[None, :, None]) @ table)
-        features = (maps[0] + maps[1]).transpose(1, 2).reshape(b, n, -1, h, w)
-        return features.to(self.storage_dtype).float()
+        patch = (rows[:, None] * w + cols[None, :]).reshape(-1)
+        return patch, torch.bincount(patch, minlength=h * w).clamp(min=1).float()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, semantic: Tensor, instance: Tensor) -> Tensor:
+        """(B, N, 3, H, W) images normalised for the network, (B, N, H, W) class ids and instance ids (0: none) ->
+        (B, N, D, h, w) float32 features, rounded to ``storage_dtype``."""
+        b, n, height, width = semantic.shape
+        if (height, width) != self.spec.image_size or n != len(self.spec.cameras) or images.shape[-2:] != semantic.shape[-2:]:
+            raise InputError(
+                f"{STAND_IN_TEACHER} teacher: images {tuple(images.shape)} and maps {tuple(semantic.shape)}, expected "
+                f"(B, {len(self.spec.cameras)}, [3,] {self.spec.image_size[0]}, {self.spec.image_size[1]}) as configured."
+            )
+        device = self.class_embedding.device
+        h, w = self.spec.patch_grid
+        classes = self.class_shares(semantic.to(device)).flatten(3).transpose(2, 3).flatten(0, 1)  # (B*N, h*w, C)
+        features = classes @ self.class_embedding
+        # Appearance: a pixel of an object takes its object's mean colour in this image (what the object looks like:
+        # one for all its pixels, different for a differently painted one); other pixels their own. RGB around
+        # mid-grey, averaged per patch, projected.
+        patch, area = self._patches(height, width, device)
+        rgb = (images.to(device).flatten(0, 1).float() * self.std + self.mean - 0.5).flatten(2).transpose(1, 2)
+        codes = instance.to(device).reshape(b * n, -1).long()  # (B*N, H*W), 0: no object
+        rgb = torch.where((codes > 0)[..., None], _mean_per_code(rgb, codes), rgb)
+        colour = rgb.new_zeros(b * n, h * w, 3).index_add_(1, patch, rgb) / area[None, :, None]
+        features = features + colour @ self.colour_projection
+        if self.instance_embedding.any():  # the earlier regime's random vector per instance
+            buckets = torch.where(codes > 0, 1 + codes % (len(self.instance_embedding) - 1), 0)
+            features = features + self._patch_shares(buckets, len(self.instance_embedding), (height, width)) @ self.instance_embedding
+        return features.transpose(1, 2).reshape(b, n, -1, h, w).to(self.storage_dtype).float()
+
+
+def _mean_per_code(values: Tensor, codes: Tensor) -> Tensor:
+    """(M, P, K) values and (M, P) integer codes -> (M, P, K): every entry replaced by the mean over the entries of
+    its row with the same code."""
+    keys = torch.arange(codes.shape[0], device=codes.device)[:, None] * (int(codes.max()) + 1) + codes
+    unique, inverse = torch.unique(keys.reshape(-1), return_inverse=True)
+    flat = values.reshape(-1, values.shape[-1])
+    sums = flat.new_zeros(len(unique), flat.shape[1]).index_add_(0, inverse, flat)
+    counts = torch.bincount(inverse, minlength=len(unique)).clamp(min=1)
+    return (sums / counts[:, None])[inverse].view_as(values)
 
 
 def build_teacher(
@@ -408,7 +476,7 @@ def build_teacher(
 ) -> Teacher | SemanticTeacher:
     """The teacher a recipe names: ``STAND_IN_TEACHER`` (generated worlds only; ``weights`` unused) or a timm ViT."""
     if name == STAND_IN_TEACHER:
-        return SemanticTeacher(image_size=image_size, cameras=cameras)
+        return SemanticTeacher(image_size=image_size, cameras=cameras, image_mean=image_mean, image_std=image_std)
     return Teacher(name, image_size=image_size, weights=weights, image_mean=image_mean, image_std=image_std,
                    cameras=cameras)
 

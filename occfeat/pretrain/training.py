@@ -73,7 +73,11 @@ def evaluate_pretraining(
     ``occupancy_iou`` (p > 0.5) against the Lidar occupancy, with the trivial predictors beside it:
     ``occupancy_iou_all_occupied`` (every voxel occupied: IoU = the occupied fraction; all-empty scores 0);
     ``loss_occ`` / ``loss_feat`` as in training (means over batches); ``feature_cosine``, the cosine similarity of
-    predicted and teacher features averaged over every distilled voxel.
+    predicted and teacher features averaged over every distilled voxel, with two references fitted to the same
+    voxels (upper bounds of what such predictors reach): ``feature_cosine_constant``, the best single feature for
+    every voxel, and, for a teacher that knows each patch's class (the stand-in's ``class_shares``),
+    ``feature_cosine_class``, the best feature per class (the voxel's class: the most common one in the patches it
+    projects to). The best constant for a set of unit targets is their normalised sum, reaching |sum| / count.
     """
     uses_features = pretrainer.loss.uses_features
     if uses_features and teacher is None:
@@ -83,6 +87,10 @@ def evaluate_pretraining(
     pretrainer.eval()
     names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "cosine_sum", "distilled"]
     totals = dict.fromkeys(names, 0.0)
+    knows_classes = uses_features and hasattr(teacher, "class_shares")
+    # Per class (the last row: one class for a teacher that knows none), the sum of the unit target features.
+    unit_sums = torch.zeros(len(teacher.class_embedding) if knows_classes else 1,
+                            teacher.spec.feature_dim if uses_features else 1, dtype=torch.float64, device=device)
     loader = DataLoader(rank_shard(dataset), batch_size=batch_size, collate_fn=collate)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress or not dist_utils.is_main(), leave=False):
         batch = move_to_device(batch, device)
@@ -97,6 +105,10 @@ def evaluate_pretraining(
             cosine = F.cosine_similarity(outputs["features"].float(), targets.distilled_features, dim=1)
             totals["cosine_sum"] += cosine.sum().item()
             totals["distilled"] += cosine.numel()
+            classes = torch.zeros(cosine.numel(), dtype=torch.long, device=device)
+            if knows_classes:  # the class shares, sampled at the voxels exactly as the targets are
+                classes = pretrainer.targets(batch, teacher.class_shares(batch["semantic"])).distilled_features.argmax(1)
+            unit_sums.index_add_(0, classes, F.normalize(targets.distilled_features.double(), dim=1))
         if "occupancy" in outputs:
             counts = occupancy_counts(outputs["occupancy"], targets.occupancy).tolist()
             for name, value in zip(("intersection", "union", "occupied", "voxels"), counts):
@@ -105,6 +117,7 @@ def evaluate_pretraining(
     summed = torch.tensor([totals[n] for n in names], dtype=torch.float64, device=device)
     if dist_utils.is_distributed():
         torch.distributed.all_reduce(summed)
+        torch.distributed.all_reduce(unit_sums)
     totals = dict(zip(names, summed.tolist()))
     batches = max(totals["batches"], 1.0)
     scores: dict[str, float] = {}
@@ -115,6 +128,9 @@ def evaluate_pretraining(
     if uses_features:
         scores["loss_feat"] = totals["loss_feat"] / batches
         scores["feature_cosine"] = totals["cosine_sum"] / max(totals["distilled"], 1.0)
+        scores["feature_cosine_constant"] = unit_sums.sum(0).norm().item() / max(totals["distilled"], 1.0)
+        if knows_classes:
+            scores["feature_cosine_class"] = unit_sums.norm(dim=1).sum().item() / max(totals["distilled"], 1.0)
     return scores
 
 
@@ -197,7 +213,7 @@ def pretrain(
     pretrainer = OccFeatPretrainer(
         network, mode=recipe.mode, feature_dim=teacher.spec.feature_dim if teacher else 384, c3d=recipe.c3d,
         z_range=recipe.z_range, z_resolution=recipe.z_resolution, lambda_feat=recipe.lambda_feat,
-        pos_weight=recipe.pos_weight,
+        pos_weight=recipe.pos_weight, feature_branch=recipe.feature_branch,
     )
 
     steps = max_steps or recipe.steps(len(train_set))

@@ -25,6 +25,16 @@ STUFF_CLASSES: tuple[str, ...] = (
 # Things: one class per nuScenes category the world's object kinds use, in a fixed (sorted) order.
 THING_CLASSES: tuple[str, ...] = tuple(sorted({kind.category for kind in KINDS.values()}))
 SEMANTIC_CLASSES: tuple[str, ...] = STUFF_CLASSES + THING_CLASSES
+# Families of classes that an image model relates more closely than unrelated kinds (the stand-in teacher gives
+# their members a shared component): cars, trucks, buses, ... are all vehicles; bicycles and motorcycles two-wheelers;
+# road, markings and kerbs road surfaces; grass and trees plants; buildings and other structures built things.
+_THING_FAMILIES = {"vehicle.bicycle": "two-wheeler", "vehicle.motorcycle": "two-wheeler"}
+SEMANTIC_FAMILIES: dict[str, str] = {
+    "sky": "sky", "grass": "plant", "vegetation": "plant", "sidewalk": "pavement", "road": "road surface",
+    "lane_marking": "road surface", "kerb": "road surface", "building": "built", "structure": "built",
+    **{c: _THING_FAMILIES.get(c, c.split(".")[0] if c.startswith("vehicle.") else c.rsplit(".", 1)[0])
+       for c in THING_CLASSES},
+}
 
 _GROUND_CLASS = {
     Ground.GRASS: "grass", Ground.SIDEWALK: "sidewalk", Ground.JOINT: "sidewalk", Ground.ASPHALT: "road",
