@@ -47,15 +47,15 @@ def _override(item: str) -> tuple[str, object]:
 
 
 # The settings an ablation must share with the run it is paired with, so that a seed means the same subset and runs.
-PAIRED_FIELDS = ("arch", "scenes", "samples_per_scene", "world_image_hw", "world_seed", "first_seed", "finetune_epochs",
-                 "finetune_min_steps", "val_samples")
+PAIRED_FIELDS = ("arch", "pretrained_backbone", "scenes", "samples_per_scene", "world_image_hw", "world_seed",
+                 "first_seed", "finetune_epochs", "finetune_min_steps", "val_samples")
 
 
 def pair_with(results: dict, baseline: dict, settings) -> dict:
     """This run's rows (inits tagged with the overrides) merged with a finished run's, and every tagged init compared
     seed for seed with every init of the finished run."""
     theirs = baseline["settings"]
-    mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs[k]) != json.dumps(getattr(settings, k))]
+    mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
     if mismatched:
         raise SystemExit(f"--pair-with: settings {mismatched} differ from that run's; a seed would not pair the runs.")
     tag = "[" + ", ".join(f"{k}={v}" for k, v in settings.pretrain_overrides) + "]"
@@ -88,6 +88,12 @@ def main() -> None:
     parser.add_argument("--pair-with", default=None, metavar="RESULTS_JSON",
                         help="a finished run's results.json: this run's inits are tagged with the overrides and "
                         "compared seed for seed with every init of that run")
+    parser.add_argument("--pretraining-seeds", type=int, default=BENCHMARK.pretraining_seeds,
+                        help="pretraining runs per pretrained init, crossed with the fine-tuning seeds")
+    parser.add_argument("--pretrain-eval-every", type=int, default=BENCHMARK.pretrain_eval_every,
+                        help="held-out occupancy IoU and feature cosine every N pretraining steps (the curves)")
+    parser.add_argument("--random-backbone", action="store_true",
+                        help="the earlier regime: random backbones instead of ImageNet Lite0 for every init")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,6 +104,8 @@ def main() -> None:
         seeds_per_fraction=tuple(args.seeds_per_fraction), finetune_epochs=args.finetune_epochs,
         finetune_min_steps=args.finetune_min_steps, dinov2_weights=args.dinov2_weights,
         pretrain_overrides=tuple(_override(item) for item in args.pretrain_override),
+        pretraining_seeds=args.pretraining_seeds, pretrain_eval_every=args.pretrain_eval_every,
+        pretrained_backbone=not args.random_backbone,
     )
     started = time.perf_counter()
     results = compare_pretrainings(args.out, settings, progress=True)

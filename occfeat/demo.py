@@ -7,15 +7,18 @@ pretraining, which beats no pretraining. The miniature keeps that design:
    scenes are the unlabelled pretraining pool and whose held-out scenes (several towns) are the evaluation split,
    fixed for every run. The labelled subsets are nested, seeded fractions of the train split, so the pool is
    ``1 / fraction`` times the labelled set (10x and more).
-2. The tiny architecture is pretrained without labels once per initialisation: occupancy only (the paper's
-   ablation), OccFeat with the **stand-in teacher** (``synthetic-semantic``: features made from the renderer's
-   class and instance maps, what DINOv2 is to real images; a stand-in, not OccFeat's teacher), and OccFeat with a
+2. The tiny architecture, its backbone initialised from ImageNet (EfficientNet-Lite0's packaged weights, for every
+   initialisation, scratch included, as in the paper), is pretrained without labels once per initialisation and
+   pretraining seed: occupancy only (the paper's ablation), OccFeat with the **stand-in teacher**
+   (``synthetic-semantic``: features made from the renderer's class and instance maps and the image's colours,
+   what DINOv2 is to real images; a stand-in, not OccFeat's teacher), and OccFeat with a
    random-weight ViT-S/14 (what distillation gives without a semantic teacher). DINOv2 itself joins as
    ``occfeat-dinov2`` where its weights exist (``ComparisonSettings.dinov2_weights``).
 3. Each pretrained network is exported (``save_pretrained``), pushed to a Hub repository served on loopback by
    ``occfeat.testing.HubServer``, registered from a user registry file, and loaded back by name (the zoo path).
-4. Every initialisation is fine-tuned at every fraction with the same seeds: a seed fixes the labelled subset, the
-   fresh heads and the data order, so the differences per seed are paired. Schedules follow the recipe's epochs
+4. Every initialisation is fine-tuned at every fraction with the same seeds, crossed with the pretraining seeds: a
+   seed fixes the labelled subset, the fresh heads and the data order, so the differences per seed are paired, and
+   the intervals hold the pretraining seeds' variance too (``crossed_interval``). Schedules follow the recipe's epochs
    rule (``schedule_steps``): more labels never get fewer updates. The final weights are evaluated (no model
    selection on the held-out split).
 5. ``results.json`` (every run's own numbers and the settings), the tables (mean ± std per cell, paired differences
@@ -40,6 +43,7 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from .errors import ConfigError
+from .models.load_report import describe_backbone_init
 from .pretrain.teacher import DEFAULT_TEACHER, STAND_IN_TEACHER
 
 # The pretrainings a fine-tuning run can start from (besides "scratch"): the pretraining mode and teacher of each.
@@ -71,14 +75,17 @@ COMPARISONS = (
 )
 METRICS = {"vehicle_iou": "vehicle IoU", "map_iou/drivable_area": "drivable-area IoU"}
 STAND_IN_NOTE = (f"`{STAND_IN_TEACHER}` is a stand-in for DINOv2 on generated worlds (features made from the "
-                 "renderer's class and instance maps), not OccFeat's teacher")
+                 "renderer's class and instance maps and the image's colours), not OccFeat's teacher")
 
 
 @dataclass(frozen=True)
 class ComparisonSettings:
     """One comparison: the world, the initialisations, the pretraining length, the fractions, seeds and schedule."""
 
-    arch: str = "simplebev-tiny"
+    arch: str = "simplebev-lite0-tiny"
+    # Every initialisation, scratch included, starts from ImageNet weights (the paper's regime): the Lite0 backbone's
+    # packaged weights (occfeat[imagenet]). False: random backbones (the earlier regime).
+    pretrained_backbone: bool = True
     scenes: int = 25  # the world's last 20 % of scenes (2 per town) are the held-out split
     samples_per_scene: int = 12
     world_image_hw: tuple[int, int] = (144, 256)
@@ -87,7 +94,11 @@ class ComparisonSettings:
     pretrain_steps: int = 400
     fractions: tuple[float, ...] = (0.02, 0.1)  # of the train split, which is also the unlabelled pool
     seeds_per_fraction: tuple[int, ...] = (5, 3)  # fine-tuning seeds first_seed, first_seed + 1, ... per fraction
-    first_seed: int = 0  # also the pretraining seed
+    first_seed: int = 0  # also the first pretraining seed
+    # Pretraining runs per pretrained initialisation (seeds first_seed, first_seed + 1, ...), crossed with the
+    # fine-tuning seeds: the paired intervals then hold both sources of variance.
+    pretraining_seeds: int = 1
+    pretrain_eval_every: int = 0  # held-out occupancy IoU and feature cosine every N steps (the curves); 0: at the end
     # The fine-tuning schedule: the recipe's rule, max(min_steps, ceil(epochs * labelled samples / batch)).
     finetune_epochs: float = 20.0
     finetune_min_steps: int = 100
@@ -107,8 +118,17 @@ class ComparisonSettings:
         if len(self.seeds_per_fraction) != len(self.fractions) or min(self.seeds_per_fraction, default=0) < 1:
             raise ConfigError(f"ComparisonSettings: seeds_per_fraction {self.seeds_per_fraction} needs one count "
                               f">= 1 per fraction {self.fractions}.")
+        if self.pretraining_seeds < 1:
+            raise ConfigError(f"ComparisonSettings: pretraining_seeds={self.pretraining_seeds}; at least 1.")
         if list(self.fractions) != sorted(set(self.fractions)) or not all(0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"ComparisonSettings: fractions {self.fractions} must be increasing, in (0, 1].")
+
+    def pretrain_seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.pretraining_seeds))
+
+    def backbone_options(self) -> dict[str, Any]:
+        """The load options every initialisation is built with (the ImageNet backbone, or nothing)."""
+        return {"pretrained_backbone": True} if self.pretrained_backbone else {}
 
     def seeds(self, fraction: float) -> list[int]:
         """The fine-tuning seeds at ``fraction``."""
@@ -119,7 +139,7 @@ class ComparisonSettings:
         return dataclasses.asdict(self)
 
 
-BENCHMARK = ComparisonSettings()  # bench/lowdata.py
+BENCHMARK = ComparisonSettings(pretraining_seeds=2)  # bench/lowdata.py
 # The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
 DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
                              pretrain_steps=180, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
@@ -154,7 +174,8 @@ def pretrain_and_publish(
     """Pretrain ``settings.arch`` for each pretrained init on the unlabelled train split, export, push to ``hub``,
     register and load back by name.
 
-    Returns ({init: weight id}, {weight id: load report}, {init: the pretraining's record}).
+    Returns ({(init, pretraining seed): weight id}, {weight id: load report}, {"INIT-sSEED": the pretraining's
+    record, with its held-out curve}).
     """
     import occfeat
 
@@ -163,12 +184,12 @@ def pretrain_and_publish(
     from .zoo.registry import register_weights
 
     ids, reports, entries, records = {}, {}, {}, {}
-    seed = settings.first_seed
-    for init in (i for i in settings.inits if i != "scratch"):
+    pretrainings = [(init, seed) for init in settings.inits if init != "scratch" for seed in settings.pretrain_seeds()]
+    for init, seed in pretrainings:
         spec = PRETRAININGS[init]
         weight_id = f"{settings.arch}.{init}-synthetic-s{seed}"
         run = out / "runs" / f"pretrain-{init}-s{seed}"
-        overrides: dict[str, Any] = {"eval_every": 0, **dict(settings.pretrain_overrides)}  # IoU at the end only
+        overrides: dict[str, Any] = {"eval_every": settings.pretrain_eval_every, **dict(settings.pretrain_overrides)}
         if "teacher" in spec:
             overrides["teacher"] = spec["teacher"]
         weights = settings.dinov2_weights if init == "occfeat-dinov2" else spec.get("teacher_weights")
@@ -176,17 +197,20 @@ def pretrain_and_publish(
         result = pretrain(settings.arch, dataroot=world.dataroot, version=world.version, out_dir=run, recipe="cpu-tiny",
                           mode=spec["mode"], max_steps=settings.pretrain_steps, val_samples=settings.pretrain_val_samples,
                           seed=seed, device="cpu", progress=progress, teacher_weights=weights,
-                          cache_dir=out / "teacher-cache", recipe_overrides=overrides)
+                          cache_dir=out / "teacher-cache", recipe_overrides=overrides,
+                          load_kwargs=settings.backbone_options())
         info = json.loads((run / "run.json").read_text())
-        records[init] = {"run": str(run), "mode": spec["mode"], "samples": info["samples"], "steps": info["steps"],
-                         "teacher": info["teacher"], "teacher_role": info["teacher_role"],
-                         "seconds": time.perf_counter() - started, "metrics": result.metrics}
+        records[f"{init}-s{seed}"] = {
+            "init": init, "seed": seed, "run": str(run), "mode": spec["mode"], "samples": info["samples"],
+            "steps": info["steps"], "teacher": info["teacher"], "teacher_role": info["teacher_role"],
+            "backbone_init": info["backbone_init"], "seconds": time.perf_counter() - started, "metrics": result.metrics,
+            "curve": pretraining_curve(run)}
         folder = out / "weights" / weight_id
         export_pretrain_run(run, folder, weight_id=weight_id)
         pushed = push_to_hub(folder, f"occfeat-demo/{weight_id}", endpoint=hub.endpoint, token="occfeat-demo",
                              print_entry=False)
         entries[weight_id] = {**pushed["registry_entry"], "aliases": [], "dataset": f"generated world {world.dataroot}"}
-        ids[init] = weight_id
+        ids[(init, seed)] = weight_id
     registry = out / "registry.json"  # what a user keeps beside their code, or points OCCFEAT_REGISTRY at
     registry.write_text(json.dumps({"schema": 1, "weights": entries}, indent=2) + "\n")
     register_weights(registry)
@@ -194,6 +218,14 @@ def pretrain_and_publish(
         model = occfeat.load(weight_id, endpoint=hub.endpoint, cache_dir=out / "hf-cache")
         reports[weight_id] = str(model.load_report)
     return ids, reports, records
+
+
+def pretraining_curve(run: Path) -> list[dict[str, float]]:
+    """The held-out evaluations a pretraining run logged (``eval/...`` lines of its ``metrics.jsonl``), by step."""
+    path = run / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [{"step": r["step"], **{k[len("eval/"):]: v for k, v in r.items() if k.startswith("eval/")}}
+            for r in lines if any(k.startswith("eval/") for k in r)]
 
 
 def finetune_grid(
@@ -205,23 +237,29 @@ def finetune_grid(
     load_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Fine-tune from each start ({init: architecture or weight id}) at each fraction and seed; one row per run."""
+    """Fine-tune from each start ({(init, pretraining seed): weight id}; scratch builds ``settings.arch``) at each
+    fraction and fine-tuning seed, crossed with the pretraining seeds; one row per run (``pretrain_seed``: None for
+    scratch)."""
     from .finetune.training import finetune
 
     overrides = {"epochs": settings.finetune_epochs, "min_steps": settings.finetune_min_steps, "eval_every": 0}
     rows = []
-    runs = [(fraction, seed, init) for fraction in settings.fractions for seed in settings.seeds(fraction)
-            for init in settings.inits]
-    for fraction, seed, init in tqdm(runs, desc="fine-tune grid", unit="run", disable=not progress):
+    runs = [(fraction, seed, init, pretrain_seed) for fraction in settings.fractions for seed in settings.seeds(fraction)
+            for init in settings.inits
+            for pretrain_seed in ([None] if init == "scratch" else settings.pretrain_seeds())]
+    for fraction, seed, init, pretrain_seed in tqdm(runs, desc="fine-tune grid", unit="run", disable=not progress):
         started = time.perf_counter()
+        scratch = init == "scratch"
+        folder = f"finetune-{init}{'' if scratch else f'-p{pretrain_seed}'}-{fraction:g}-s{seed}"
         result = finetune(
-            starts[init], dataroot=world.dataroot, version=world.version,
-            out_dir=out / "runs" / f"finetune-{init}-{fraction:g}-s{seed}", fraction=fraction, recipe="cpu-tiny",
+            settings.arch if scratch else starts[(init, pretrain_seed)], dataroot=world.dataroot,
+            version=world.version, out_dir=out / "runs" / folder, fraction=fraction, recipe="cpu-tiny",
             val_samples=settings.val_samples, device="cpu", seed=seed, progress=False, recipe_overrides=overrides,
-            load_kwargs=None if init == "scratch" else load_kwargs,
+            load_kwargs=settings.backbone_options() if scratch else load_kwargs,
         )
         info = json.loads((result.run_dir / "run.json").read_text())
-        rows.append({"init": init, "fraction": fraction, "seed": seed, "train_samples": result.train_samples,
+        rows.append({"init": init, "fraction": fraction, "seed": seed, "pretrain_seed": pretrain_seed,
+                     "train_samples": result.train_samples,
                      "steps": result.steps, "epochs": result.steps * info["recipe"]["batch_size"] / result.train_samples,
                      "label_protocol": info["label_protocol"], "seconds": time.perf_counter() - started,
                      "run": str(result.run_dir), **{k: result.metrics[k] for k in METRICS}})
@@ -246,7 +284,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not group:
                 continue
             cell = {"fraction": fraction, "init": init, "seeds": len(group), "train_samples": group[0]["train_samples"],
-                    "steps": group[0]["steps"]}
+                    "steps": group[0]["steps"],
+                    "pretraining_seeds": len({r.get("pretrain_seed") for r in group} - {None})}
             for key in METRICS:
                 values = [r[key] for r in group]
                 cell[key] = statistics.fmean(values)
@@ -258,29 +297,83 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def paired_differences(
     rows: list[dict[str, Any]], comparisons: Sequence[tuple[str, str]] = COMPARISONS
 ) -> list[dict[str, Any]]:
-    """Per fraction and comparison ((init, baseline) pairs), the per-seed differences init - baseline of every metric,
-    their mean, standard deviation and 95 % t interval, and whether the interval excludes zero (``resolved``)."""
-    from scipy import stats
+    """Per fraction and comparison ((init, baseline) pairs), the paired differences init - baseline of every metric:
+    one per (pretraining seed, fine-tuning seed) that both have (a scratch baseline has no pretraining seed: its run
+    of that fine-tuning seed pairs with every pretraining seed's). Their mean, standard deviation and 95 % interval
+    (``crossed_interval``: both sources of variance when there are several pretraining seeds), and whether the
+    interval excludes zero (``resolved``)."""
+    def key(r: dict[str, Any]) -> tuple:
+        return r["fraction"], r["init"], r.get("pretrain_seed"), r["seed"]
 
-    by_key = {(r["fraction"], r["init"], r["seed"]): r for r in rows}
+    by_key = {key(r): r for r in rows}
     found = []
     for fraction in sorted({r["fraction"] for r in rows}):
         for init, baseline in comparisons:
-            seeds = sorted(s for (f, i, s) in by_key if f == fraction and i == init and (f, baseline, s) in by_key)
-            if not seeds:
+            pairs = sorted(((p, s) for (f, i, p, s) in by_key if f == fraction and i == init
+                            and ((f, baseline, p, s) in by_key or (f, baseline, None, s) in by_key)),
+                           key=lambda pair: (-1 if pair[0] is None else pair[0], pair[1]))
+            if not pairs:
                 continue
-            entry: dict[str, Any] = {"fraction": fraction, "init": init, "baseline": baseline, "seeds": seeds}
-            for key in METRICS:
-                diffs = [by_key[(fraction, init, s)][key] - by_key[(fraction, baseline, s)][key] for s in seeds]
-                mean, n = statistics.fmean(diffs), len(diffs)
-                std = statistics.stdev(diffs) if n > 1 else None  # one seed: no spread (JSON null, not NaN)
-                half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if std is not None else None
-                entry[key] = {"per_seed": diffs, "mean": mean, "std": std,
-                              "ci95": [mean - half, mean + half] if half is not None else None,
-                              "better_on": sum(d > 0 for d in diffs),
-                              "resolved": bool(half is not None and abs(mean) > half)}
+            entry: dict[str, Any] = {"fraction": fraction, "init": init, "baseline": baseline,
+                                     "seeds": sorted({s for _, s in pairs}),
+                                     "pretrain_seeds": sorted({p for p, _ in pairs if p is not None}), "pairs": pairs}
+            for metric in METRICS:
+                diffs = {}
+                for p, s in pairs:
+                    other = by_key.get((fraction, baseline, p, s)) or by_key[(fraction, baseline, None, s)]
+                    diffs[(p, s)] = by_key[(fraction, init, p, s)][metric] - other[metric]
+                values = list(diffs.values())
+                mean, half, dof = crossed_interval(diffs)
+                entry[metric] = {"per_seed": values, "mean": mean,
+                                 "std": statistics.stdev(values) if len(values) > 1 else None,  # JSON null, not NaN
+                                 "ci95": [mean - half, mean + half] if half is not None else None,
+                                 "dof": dof, "better_on": sum(d > 0 for d in values),
+                                 "resolved": bool(half is not None and abs(mean) > half)}
             found.append(entry)
     return found
+
+
+def crossed_interval(diffs: dict[tuple[Any, int], float]) -> tuple[float, float | None, float | None]:
+    """Mean, 95 % half-width and degrees of freedom of the mean of paired differences indexed by (pretraining seed,
+    fine-tuning seed).
+
+    One pretraining seed (or none): the paired t interval over the fine-tuning seeds. Several, crossed with the
+    fine-tuning seeds (every pair present): the two-way random-effects model d = mu + a_pretraining + b_finetuning +
+    e, whose mean has variance (MS_a + MS_b - MS_e) / (P F) from the ANOVA mean squares (floored at the larger of
+    MS_a, MS_b over P F, so a negative estimate never narrows it), with Satterthwaite's degrees of freedom. A seed
+    of either kind then widens the interval as much as it varies the result. In simulations where both seeds matter
+    it covers the true mean 92 % of the time with 2 pretraining x 5 fine-tuning seeds (95 % with 3 or 5), where a t
+    interval treating the 10 differences as independent covers it 60 % (tests/test_demo.py). None where no spread
+    is measurable."""
+    from scipy import stats
+
+    values = list(diffs.values())
+    mean = statistics.fmean(values)
+    pretrain_seeds = sorted({p for p, _ in diffs}, key=lambda p: -1 if p is None else p)
+    finetune_seeds = sorted({s for _, s in diffs})
+    P, F = len(pretrain_seeds), len(finetune_seeds)
+    if P == 1 or len(values) != P * F:
+        n = len(values)
+        if n < 2:
+            return mean, None, None
+        return mean, float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n), float(n - 1)
+    if F == 1:  # pretraining seeds only
+        return mean, float(stats.t.ppf(0.975, P - 1)) * statistics.stdev(values) / math.sqrt(P), float(P - 1)
+    table = [[diffs[(p, s)] for s in finetune_seeds] for p in pretrain_seeds]
+    row_means = [statistics.fmean(r) for r in table]
+    col_means = [statistics.fmean(table[i][j] for i in range(P)) for j in range(F)]
+    ms_a = F * sum((m - mean) ** 2 for m in row_means) / (P - 1)
+    ms_b = P * sum((m - mean) ** 2 for m in col_means) / (F - 1)
+    ms_e = sum((table[i][j] - row_means[i] - col_means[j] + mean) ** 2
+               for i in range(P) for j in range(F)) / ((P - 1) * (F - 1))
+    variance = max(ms_a + ms_b - ms_e, ms_a, ms_b) / (P * F)
+    if variance <= 0:
+        return mean, 0.0, None
+    if ms_a + ms_b - ms_e >= max(ms_a, ms_b):  # Satterthwaite for the combination MS_a + MS_b - MS_e
+        dof = (ms_a + ms_b - ms_e) ** 2 / (ms_a**2 / (P - 1) + ms_b**2 / (F - 1) + ms_e**2 / ((P - 1) * (F - 1)))
+    else:  # the floor: the larger mean square alone
+        dof = float(P - 1) if ms_a >= ms_b else float(F - 1)
+    return mean, float(stats.t.ppf(0.975, dof)) * math.sqrt(variance), dof
 
 
 def _percent(value: float | None, signed: bool = False) -> str:
@@ -361,9 +454,13 @@ def chart_title(settings: ComparisonSettings, results: dict[str, Any]) -> str:
     """The chart's title: what was run, on what, and that the teacher is a stand-in."""
     split = results["split"]
     teacher = " (OccFeat with the stand-in teacher for DINOv2 on generated worlds)" if "occfeat" in settings.inits else ""
+    backbone = "ImageNet Lite0 backbone for every row" if settings.pretrained_backbone else "random backbones"
+    seeds = ("one run per cell" if max(settings.seeds_per_fraction) == 1 and settings.pretraining_seeds == 1 else
+             "mean ± std over runs (fine-tuning" + (" x pretraining" if settings.pretraining_seeds > 1 else "")
+             + " seeds), dots = runs")
     return (f"{settings.arch} on a generated world (a stand-in for nuScenes): {split['pool_samples']} unlabelled train "
-            f"frames, {split['val_samples']} held-out frames; {settings.pretrain_steps} pretraining steps{teacher}; "
-            f"mean ± std over fine-tuning seeds, dots = seeds")
+            f"frames, {split['val_samples']} held-out frames; {backbone}; {settings.pretrain_steps} pretraining "
+            f"steps{teacher}; {seeds}")
 
 
 def compare_pretrainings(
@@ -386,17 +483,24 @@ def compare_pretrainings(
     with HubServer() as hub:
         try:
             ids, load_reports, pretrainings = pretrain_and_publish(world, settings, out, hub, progress=progress)
-            rows = finetune_grid(world, settings, out, {"scratch": settings.arch, **ids}, progress=progress,
+            rows = finetune_grid(world, settings, out, ids, progress=progress,
                                  load_kwargs=dict(endpoint=hub.endpoint, cache_dir=out / "hf-cache"))
         finally:
             REGISTRY.reset()  # the demo's entries were for its own loopback Hub
     results = {"settings": settings.to_dict(), "world": str(world.dataroot), "split": split,
+               "backbone_init": next((r["backbone_init"] for r in pretrainings.values()), None)
+               if pretrainings else _backbone_init_of(rows),
                "stand_in": {"world": "a procedural nuScenes-format world, not nuScenes", "teacher": STAND_IN_NOTE},
                "label_protocol": sorted({r["label_protocol"] for r in rows}), "pretrainings": pretrainings,
                "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
                "load_reports": load_reports, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _backbone_init_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ImageNet weights the runs' backbones started from, as the first run recorded them."""
+    return json.loads((Path(rows[0]["run"]) / "run.json").read_text()).get("backbone_init") if rows else None
 
 
 # The benchmark's committed results, read by the demo's report for the seed spread of each difference.
@@ -442,7 +546,8 @@ def run_demo(
             shutil.copy(source, pictures / f"pretrain-{name}")
     low = min(settings.fractions)
     for init in settings.inits:
-        source = out / "runs" / f"finetune-{init}-{low:g}-s{seed}" / "pictures" / "prediction-00.png"
+        folder = f"finetune-{init}{'' if init == 'scratch' else f'-p{seed}'}-{low:g}-s{seed}"
+        source = out / "runs" / folder / "pictures" / "prediction-00.png"
         if source.is_file():
             shutil.copy(source, pictures / f"prediction-{init}-{low:g}.png")
     reference_path = Path(reference) if reference else BENCHMARK_RESULTS
@@ -487,7 +592,10 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         f"{results['world']}): {split['train_scenes']} train scenes = the unlabelled pretraining pool of "
         f"{split['pool_samples']} key frames ({split['pool_to_largest_labelled']:.1f}x the largest labelled subset; "
         f"labelled samples {labelled}); held-out split {split['val_samples']} key frames of "
-        f"{len(split['val_scenes'])} scenes. Pretraining {settings.pretrain_steps} steps per initialisation; fine-tuning "
+        f"{len(split['val_scenes'])} scenes. Backbones: "
+        + (f"every initialisation, scratch included, starts from ImageNet weights "
+           f"({describe_backbone_init(results['backbone_init'])})" if results.get("backbone_init") else "random")
+        + f". Pretraining {settings.pretrain_steps} steps per initialisation; fine-tuning "
         f"by the recipe's epochs rule ({settings.finetune_epochs:g} epochs, at least {settings.finetune_min_steps} steps), "
         f"recipe `cpu-tiny`, CPU, seed {settings.first_seed}. Every number below comes from this run "
         f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder.",

@@ -41,7 +41,7 @@ from .dinov2 import load_into_model, read_safetensors, resolve_weights_file, to_
 
 DEFAULT_TEACHER = "vit_small_patch14_dinov2.lvd142m"
 # A stand-in for DINOv2 on generated worlds (SemanticTeacher): what DINOv2 is to real images, made from the renderer's
-# side-car class and instance maps. Never OccFeat's teacher, and never available on real nuScenes.
+# side-car class and instance maps and the image's colours. Never OccFeat's teacher, and never available on nuScenes.
 STAND_IN_TEACHER = "synthetic-semantic"
 # DINOv2's patch and the image height of the paper's working size: the stand-in's grid matches theirs, relative to
 # the image, at any image size.

@@ -81,7 +81,8 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
         config_path = fetch_file(repo, CONFIG_FILE, revision=revision, **hub_kwargs)
         config, data = _read_config(config_path)
         weights = fetch_file(repo, WEIGHTS_FILE, revision=revision, **hub_kwargs) if pretrained else None
-        provenance = {"source": "hf-hub", "repo": repo, "commit": commit_of(config_path), "pinned": False}
+        provenance = {"source": "hf-hub", "repo": repo, "commit": commit_of(config_path), "pinned": False,
+                      **_inherited(data)}
         return _Source(name, config.replace(**overrides), weights, provenance=provenance)
 
     try:
@@ -116,15 +117,24 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
             f"or build the architecture untrained with occfeat.load({spec.id!r}, pretrained=False)."
         )
     weights = None
-    hashes = {}
+    hashes, inherited = {}, {}
     for file in spec.files:
         path = fetch_file(spec.repo, file.path, revision=revision or spec.commit, expected=file, weight_id=spec.id, **hub_kwargs)
         hashes[file.path] = file.sha256
         if file.path.endswith(".safetensors"):
             weights = path
+        if file.path == CONFIG_FILE:  # verified like the weights: what made them (the registry entry builds the net)
+            inherited = _inherited(json.loads(path.read_text()))
     provenance = {"source": "registry", "id": spec.id, "repo": spec.repo, "commit": revision or spec.commit,
-                  "sha256": hashes, "pinned": revision is None}
+                  "sha256": hashes, "pinned": revision is None, **inherited}
     return _Source(spec.id, config, weights, spec=spec, provenance=provenance, reinit_keys=spec.reinit_keys)
+
+
+def _inherited(document: dict[str, Any]) -> dict[str, Any]:
+    """What a Hub copy's ``config.json`` says about how its weights began (``backbone_init``: the ImageNet weights
+    the backbone started from), carried into the loaded model's provenance and so into the runs started from it."""
+    init = (document.get("provenance") or {}).get("backbone_init")
+    return {"backbone_init": init} if init else {}
 
 
 def _weights_of(arch: str) -> list[str]:

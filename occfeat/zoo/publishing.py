@@ -91,8 +91,8 @@ def _pretraining_lines(provenance: dict[str, Any]) -> list[str]:
         described = "none (occupancy only)"
     elif str(teacher.get("weights", "")).startswith("stand-in:"):  # SemanticTeacher's record (pretrain.teacher)
         described = (f"`{teacher.get('name')}`, **a stand-in for DINOv2 on generated worlds** (features made from the "
-                     "renderer's class and instance maps), not OccFeat's teacher: these weights are a miniature's, "
-                     "not OccFeat's")
+                     "renderer's class and instance maps and the image's colours), not OccFeat's teacher: these "
+                     "weights are a miniature's, not OccFeat's")
     else:
         described = f"`{teacher.get('name')}` (weights: {teacher.get('weights')})"
     return ["## Pretraining", "", f"- Mode `{provenance.get('mode')}`, {provenance.get('steps')} steps on "
