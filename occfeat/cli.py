@@ -162,7 +162,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers),
                                    ("epochs", args.epochs), ("lambda_feat", args.lambda_feat),
                                    ("teacher", args.teacher), ("lidar_sweeps", args.lidar_sweeps),
-                                   ("pos_weight", args.pos_weight)) if v is not None}
+                                   ("pos_weight", args.pos_weight), ("feature_branch", args.feature_branch))
+                 if v is not None}
     if args.no_cache:
         overrides["cache_teacher"] = False
     result = pretrain(
@@ -470,6 +471,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--lr", type=float, default=None)
     pre.add_argument("--lambda-feat", type=float, default=None, help="weight of the distillation loss")
     pre.add_argument("--pos-weight", type=float, default=None, help="BCE weight of occupied voxels")
+    pre.add_argument("--feature-branch", choices=("shared", "separate"), default=None,
+                     help="the head's layers for the feature output: shared with occupancy (default) or separate")
     pre.add_argument("--lidar-sweeps", type=int, default=None, help="key frame + previous sweeps aggregated")
     pre.add_argument("--batch-size", type=int, default=None, help="global batch")
     pre.add_argument("--num-workers", type=int, default=None)

@@ -151,6 +151,9 @@ def test_recipes_are_recorded_data_and_reject_bad_settings():
     assert recipe.steps(28130) == 42195
     with pytest.raises(ConfigError, match="mode"):
         recipe.replace(mode="contrastive")
+    assert recipe.feature_branch == "shared" and recipe.replace(feature_branch="separate").to_dict()["feature_branch"] == "separate"
+    with pytest.raises(ConfigError, match="feature_branch"):
+        recipe.replace(feature_branch="split")
     with pytest.raises(occfeat.errors.UnknownNameError):
         get_recipe("nope")
 

@@ -479,3 +479,10 @@ def test_a_separate_feature_branch_meets_the_occupancy_branch_only_in_the_networ
         assert sum(p.numel() for p in head.feature_unsplat.parameters()) == sum(p.numel() for p in head.unsplat.parameters())
     with pytest.raises(ConfigError, match="feature_branch"):
         OccFeatHead(c, GRID, feature_branch="split")
+    # The recipe's field reaches the pretrainer's head (what `occfeat pretrain --feature-branch` sets).
+    from occfeat.models import create_model
+    from occfeat.pretrain import OccFeatPretrainer
+
+    network = create_model("simplebev-tiny", device="meta")
+    pretrainer = OccFeatPretrainer(network, feature_dim=d, feature_branch=branch)
+    assert (pretrainer.head.feature_unsplat is not None) == (branch == "separate")
