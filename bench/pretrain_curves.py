@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     for axis in (occupancy, cosine):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -13,6 +13,7 @@ import json
 import socket
 from pathlib import Path
 
+import efficientnet_lite_pytorch  # a test dependency: the weights' author's model code, the reference
 import matplotlib
 import pytest
 import sklearn
@@ -34,8 +35,6 @@ from occfeat.models.imagenet import (
     efficientnet_pytorch_to_timm,
     read_efficientnet_pytorch,
 )
-
-efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
 
 LITE0_FILE = EFFICIENTNET_LITE0.locate()
 
