@@ -30,7 +30,9 @@ from ..engine.data import move_to_device
 from ..errors import ConfigError
 from ..models import BEVModel
 from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
-from ..runs import PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, initialisation_record, rank_shard, train_config, write_run_record  # noqa: F401
+from ..runs import (  # noqa: F401  (RUN_FILE and PRETRAINED_PARTS: public here too)
+    PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, initialisation_record, rank_shard, train_config, write_run_record,
+)
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
 from .recipes import PretrainRecipe, get_recipe
@@ -88,7 +90,7 @@ def evaluate_pretraining(
     names = ["batches", "intersection", "union", "occupied", "voxels", "loss_occ", "loss_feat", "cosine_sum", "distilled"]
     totals = dict.fromkeys(names, 0.0)
     knows_classes = uses_features and hasattr(teacher, "class_shares")
-    # Per class (the last row: one class for a teacher that knows none), the sum of the unit target features.
+    # Per class (one row for a teacher that knows no classes), the sum of the unit target features.
     unit_sums = torch.zeros(len(teacher.class_embedding) if knows_classes else 1,
                             teacher.spec.feature_dim if uses_features else 1, dtype=torch.float64, device=device)
     loader = DataLoader(rank_shard(dataset), batch_size=batch_size, collate_fn=collate)
