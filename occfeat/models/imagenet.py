@@ -176,8 +176,8 @@ class PackagedImageNetWeights:
                 f"{self.title} does not fit the {self.timm_model} trunk: missing {missing[:3]}, shape mismatches "
                 f"{mismatched[:3]}. The file converts to timm's {self.timm_model}; is the backbone another network?"
             )
-        # The trunk keeps what it runs: the stages after the stride-16 tap, the 1x1 head and the classifier are not
-        # part of it, so their tensors are left out on purpose.
+        # A features_only trunk has no 1x1 head and no classifier (and may have had its last stages dropped): the
+        # file's tensors for those are left out on purpose; every tensor the trunk has is loaded.
         trunk.load_state_dict({k: state[k] for k in expected}, strict=True)
         return self.identity(path)
 
