@@ -3,20 +3,26 @@
 The paper: pretrain on every train frame without labels, fine-tune on 1 % of them; OccFeat > occupancy-only > no
 pretraining (+13.6 vehicle IoU for BEVFormer at 1 %). Here ``occfeat.demo.compare_pretrainings`` with
 ``occfeat.demo.BENCHMARK``: a world of 25 scenes x 12 key frames (20 train scenes = the unlabelled pool of 240
-frames; 5 held-out scenes of 3 towns = 60 frames, the same for every run), the tiny SimpleBEV pretrained once per
-initialisation (occupancy only; OccFeat with the stand-in teacher ``synthetic-semantic``, a stand-in for DINOv2 on
-generated worlds; OccFeat with a random-weight ViT-S/14 teacher), then fine-tuned from each and from scratch on 2 %
-(5 frames, 5 seeds) and 10 % (24 frames, 3 seeds) of the train split. A seed fixes the labelled subset, the heads
-and the data order, so each seed's runs are paired. Writes ``results.json`` (every run's own numbers and the
-settings), ``table.md`` and ``comparison.png`` to ``--out``.
+frames; 5 held-out scenes of 3 towns = 60 frames, the same for every run); ``simplebev-lite0-tiny`` with the ImageNet
+EfficientNet-Lite0 backbone for every row, scratch included (the paper's regime; ``--random-backbone`` for the earlier
+one); each pretrained init (occupancy only; OccFeat with the stand-in teacher ``synthetic-semantic``, a stand-in for
+DINOv2 on generated worlds) pretrained 800 steps once per pretraining seed, then fine-tuned, with scratch, on 2 %
+(5 frames, 5 seeds) and 10 % (24 frames, 3 seeds) of the train split. A fine-tuning seed fixes the labelled subset,
+the heads and the data order; pretraining seeds are crossed with it, and the intervals hold both variances. Writes
+``results.json`` (every run's own numbers, the settings, the pretraining curves), ``table.md`` and ``comparison.png``.
 
-    python bench/lowdata.py --out /tmp/lowdata --save-to bench/lowdata   # about 70 min on 2 CPU cores
+Each part must fit 90 min on 2 CPU cores, so the benchmark runs one pretraining seed per part and merges them:
+
+    python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1
+    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+        --inits occupancy occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-a/results.json \
+        --save-to bench/lowdata
 
 An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
 world, fractions, seeds and schedule; runs are deterministic, so the baselines need not be run again):
 
     python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \
-        --pair-with /tmp/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
+        --pair-with bench/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -67,6 +74,37 @@ def pair_with(results: dict, baseline: dict, settings) -> dict:
             "paired_with": {"results": baseline.get("world"), "settings": theirs, "tag": tag}}
 
 
+# The settings parts of one benchmark must share to be merged: the pairing's, and the pretraining recipe's.
+MERGED_FIELDS = PAIRED_FIELDS + ("pretrain_steps", "pretrain_overrides", "pretrain_val_samples", "pretrain_eval_every")
+
+
+def merge_with(results: dict, other: dict, settings) -> dict:
+    """This part's rows merged with another part's of the same benchmark (e.g. a later pretraining seed, or another
+    fraction), and every summary recomputed over the union: the crossed intervals then hold every pretraining seed."""
+    theirs = other["settings"]
+    mismatched = [k for k in MERGED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
+    if mismatched:
+        raise SystemExit(f"--merge-with: settings {mismatched} differ from that part's; they are not one benchmark.")
+
+    def key(row: dict) -> tuple:
+        return row["fraction"], row["init"], row.get("pretrain_seed"), row["seed"]
+
+    twice = {key(r) for r in results["rows"]} & {key(r) for r in other["rows"]}
+    if twice:
+        raise SystemExit(f"--merge-with: runs {sorted(twice, key=str)[:3]} are in both parts; run each once.")
+    rows = other["rows"] + results["rows"]
+    parts = [*other.get("parts", [_part(other)]), _part(results)]
+    return {**results, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
+            "pretrainings": {**other.get("pretrainings", {}), **results.get("pretrainings", {})},
+            "load_reports": {**other.get("load_reports", {}), **results.get("load_reports", {})},
+            "parts": parts, "seconds": sum(p["seconds"] for p in parts)}
+
+
+def _part(results: dict) -> dict:
+    return {"settings": results["settings"], "seconds": results["seconds"], "runs": len(results["rows"]),
+            "command": results.get("command")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/lowdata", help="working folder: the world, runs, weights (GBs)")
@@ -90,6 +128,12 @@ def main() -> None:
                         "compared seed for seed with every init of that run")
     parser.add_argument("--pretraining-seeds", type=int, default=BENCHMARK.pretraining_seeds,
                         help="pretraining runs per pretrained init, crossed with the fine-tuning seeds")
+    parser.add_argument("--first-pretraining-seed", type=int, default=None,
+                        help="the first pretraining seed (default: the first fine-tuning seed); with --merge-with, a "
+                        "later pretraining seed runs as its own part")
+    parser.add_argument("--merge-with", default=None, metavar="RESULTS_JSON",
+                        help="another part's results.json of the same benchmark: the rows are merged and every "
+                        "summary and interval recomputed over both")
     parser.add_argument("--pretrain-eval-every", type=int, default=BENCHMARK.pretrain_eval_every,
                         help="held-out occupancy IoU and feature cosine every N pretraining steps (the curves)")
     parser.add_argument("--random-backbone", action="store_true",
@@ -105,15 +149,24 @@ def main() -> None:
         finetune_min_steps=args.finetune_min_steps, dinov2_weights=args.dinov2_weights,
         pretrain_overrides=tuple(_override(item) for item in args.pretrain_override),
         pretraining_seeds=args.pretraining_seeds, pretrain_eval_every=args.pretrain_eval_every,
+        first_pretraining_seed=args.first_pretraining_seed,
         pretrained_backbone=not args.random_backbone,
     )
     started = time.perf_counter()
+    if args.pair_with and args.merge_with:
+        raise SystemExit("--pair-with and --merge-with: one at a time (merge the parts first, then pair with them).")
     results = compare_pretrainings(args.out, settings, progress=True)
+    results["command"] = "python bench/lowdata.py " + " ".join(sys.argv[1:])
     out = Path(args.out)
-    plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
     if args.pair_with:
         results = pair_with(results, json.loads(Path(args.pair_with).read_text()), settings)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.merge_with:
+        results = merge_with(results, json.loads(Path(args.merge_with).read_text()), settings)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = results["rows"]  # after a merge, the title counts every part's inits and pretraining seeds
+    shown = dataclasses.replace(settings, inits=tuple(_inits_of(rows)),
+                                pretraining_seeds=max(1, len({r.get("pretrain_seed") for r in rows} - {None})))
+    plot_comparison(rows, out / "comparison.png", chart_title(shown, results))
     tables = markdown_table(results["cells"]) + "\n\n" + paired_table(results["paired"]) + "\n"
     (out / "table.md").write_text(tables)
     print(tables)

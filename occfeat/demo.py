@@ -94,10 +94,13 @@ class ComparisonSettings:
     pretrain_steps: int = 400
     fractions: tuple[float, ...] = (0.02, 0.1)  # of the train split, which is also the unlabelled pool
     seeds_per_fraction: tuple[int, ...] = (5, 3)  # fine-tuning seeds first_seed, first_seed + 1, ... per fraction
-    first_seed: int = 0  # also the first pretraining seed
+    first_seed: int = 0  # also the first pretraining seed, unless first_pretraining_seed says otherwise
     # Pretraining runs per pretrained initialisation (seeds first_seed, first_seed + 1, ...), crossed with the
     # fine-tuning seeds: the paired intervals then hold both sources of variance.
     pretraining_seeds: int = 1
+    # None: first_seed. Set it to run later pretraining seeds as a separate part of a benchmark, merged afterwards
+    # (bench/lowdata.py --merge-with).
+    first_pretraining_seed: int | None = None
     pretrain_eval_every: int = 0  # held-out occupancy IoU and feature cosine every N steps (the curves); 0: at the end
     # The fine-tuning schedule: the recipe's rule, max(min_steps, ceil(epochs * labelled samples / batch)).
     finetune_epochs: float = 20.0
@@ -124,7 +127,8 @@ class ComparisonSettings:
             raise ConfigError(f"ComparisonSettings: fractions {self.fractions} must be increasing, in (0, 1].")
 
     def pretrain_seeds(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.pretraining_seeds))
+        first = self.first_seed if self.first_pretraining_seed is None else self.first_pretraining_seed
+        return list(range(first, first + self.pretraining_seeds))
 
     def backbone_options(self) -> dict[str, Any]:
         """The load options every initialisation is built with (the ImageNet backbone, or nothing)."""
@@ -139,7 +143,9 @@ class ComparisonSettings:
         return dataclasses.asdict(self)
 
 
-BENCHMARK = ComparisonSettings(pretraining_seeds=2)  # bench/lowdata.py
+# bench/lowdata.py. 800 pretraining steps (6.7 passes over the pool): bench/lowdata/curves has the 1,600-step curve.
+BENCHMARK = ComparisonSettings(inits=("scratch", "occupancy", "occfeat"), pretrain_steps=800, pretraining_seeds=2,
+                               pretrain_eval_every=200)
 # The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
 DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
                              pretrain_steps=180, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),

@@ -1,0 +1,61 @@
+"""bench/lowdata.py runs a benchmark in parts (one pretraining seed each) and merges them: the merged intervals must be
+the ones a single run over every seed would report."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from occfeat.demo import BENCHMARK, paired_differences, summarise
+
+
+def _lowdata():
+    path = Path(__file__).resolve().parents[1] / "bench" / "lowdata.py"
+    spec = importlib.util.spec_from_file_location("bench_lowdata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(inits, pretrain_seeds, seeds=range(3)):
+    rows = []
+    for init in inits:
+        for p in ([None] if init == "scratch" else pretrain_seeds):
+            for s in seeds:
+                value = 0.1 + 0.05 * (init != "scratch") + 0.02 * (p or 0) + 0.01 * s + 0.003 * len(init)
+                rows.append({"fraction": 0.02, "init": init, "pretrain_seed": p, "seed": s, "vehicle_iou": value,
+                             "map_iou/drivable_area": value / 2, "train_samples": 5, "steps": 100})
+    return rows
+
+
+def _results(settings, rows, seconds):
+    return {"settings": settings.to_dict(), "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
+            "pretrainings": {}, "load_reports": {}, "seconds": seconds, "command": "python bench/lowdata.py ..."}
+
+
+def test_merging_a_later_pretraining_seed_equals_running_both_at_once():
+    lowdata = _lowdata()
+    first = dataclasses.replace(BENCHMARK, pretraining_seeds=1)
+    later = dataclasses.replace(first, inits=("occupancy", "occfeat"), first_pretraining_seed=1)
+    assert later.pretrain_seeds() == [1] and first.pretrain_seeds() == [0]
+    part_a = _results(first, _rows(("scratch", "occupancy", "occfeat"), [0]), 100.0)
+    part_b = _results(later, _rows(("occupancy", "occfeat"), [1]), 60.0)
+    merged = lowdata.merge_with(part_b, part_a, later)
+    every = _rows(("scratch", "occupancy", "occfeat"), [0, 1])
+    assert merged["paired"] == paired_differences(every)  # the crossed intervals over both pretraining seeds
+    assert {tuple(e["pretrain_seeds"]) for e in merged["paired"]} == {(0, 1)}
+    assert merged["seconds"] == 160.0 and [p["runs"] for p in merged["parts"]] == [9, 6]
+
+
+def test_parts_that_are_not_one_benchmark_are_refused():
+    lowdata = _lowdata()
+    first = dataclasses.replace(BENCHMARK, pretraining_seeds=1)
+    part_a = _results(first, _rows(("scratch", "occupancy"), [0]), 1.0)
+    longer = dataclasses.replace(first, pretrain_steps=first.pretrain_steps * 2, first_pretraining_seed=1)
+    with pytest.raises(SystemExit, match="pretrain_steps"):
+        lowdata.merge_with(_results(longer, _rows(("occupancy",), [1]), 1.0), part_a, longer)
+    with pytest.raises(SystemExit, match="in both parts"):  # the same runs twice would count a seed twice
+        lowdata.merge_with(_results(first, _rows(("occupancy",), [0]), 1.0), part_a, first)
