@@ -141,6 +141,13 @@ def _add_backbone_option(parser: argparse.ArgumentParser) -> None:
              "timm; or FILE, a timm-layout checkpoint (recorded in run.json as backbone_init)")
 
 
+def _add_run_folder_options(verb: argparse.ArgumentParser, holds: str) -> None:
+    verb.add_argument("--out", required=True, help=f"run folder ({holds}); a folder holding this same run is resumed, "
+                      "one holding another run is refused")
+    verb.add_argument("--overwrite", action="store_true",
+                      help="delete the run already in --out (checkpoints, best weights, logs, run.json) and start anew")
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune.training import finetune
 
@@ -151,8 +158,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
         freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides, compile=args.compile,
         activation_checkpointing=args.activation_checkpointing, load_kwargs=_backbone_option(args),
+        overwrite=args.overwrite,
     )
-    print(result.summary())
+    from .engine import distributed as dist_utils
+
+    if dist_utils.is_main():  # once per run, not once per torchrun process
+        print(result.summary())
     return 0
 
 
@@ -166,15 +177,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                  if v is not None}
     if args.no_cache:
         overrides["cache_teacher"] = False
-    result = pretrain(
+    pretrain(
         args.model, dataroot=args.dataroot, version=args.version, split=args.split, out_dir=args.out,
         val_split=None if args.val_split == "none" else args.val_split, recipe=args.recipe, mode=args.mode,
         max_steps=args.steps, val_samples=args.val_samples, teacher_weights=args.teacher_weights,
         cache_dir=args.cache_dir, device=args.device, seed=args.seed, recipe_overrides=overrides,
         pictures=not args.no_pictures, compile=args.compile, activation_checkpointing=args.activation_checkpointing,
-        load_kwargs=_backbone_option(args),
-    )
-    print(result.summary())
+        load_kwargs=_backbone_option(args), overwrite=args.overwrite,
+    )  # pretrain() prints its summary line (rank 0 only)
     return 0
 
 
@@ -429,7 +439,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     tune = verbs.add_parser("finetune", parents=[data_options], help="fine-tune a model on a labelled fraction")
     tune.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH, or an architecture (from scratch)")
-    tune.add_argument("--out", required=True, help="run folder (checkpoints, logs; resumed when it exists)")
+    _add_run_folder_options(tune, "checkpoints, logs")
     tune.add_argument("--fraction", type=float, default=None, help="labelled fraction of the train split, e.g. 0.01")
     tune.add_argument("--count", type=int, default=None, help="or a number of labelled samples")
     tune.add_argument("--subset", default=None, help="or a JSON list of sample tokens")
@@ -450,7 +460,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     pre = verbs.add_parser("pretrain", parents=[data_options], help="OccFeat self-supervised pretraining (no labels)")
     pre.add_argument("model", help="an architecture (usual), or weights to continue from")
-    pre.add_argument("--out", required=True, help="run folder (checkpoints, logs, pictures; resumed when it exists)")
+    _add_run_folder_options(pre, "checkpoints, logs, pictures")
     pre.add_argument("--mode", choices=("occfeat", "occupancy", "distillation"), default=None,
                      help="occfeat (default): occupancy + distillation; or one of the paper's ablations")
     pre.add_argument("--recipe", default="occfeat-nuscenes", help="occfeat-nuscenes | cpu-tiny")

@@ -11,6 +11,7 @@ and ``export`` read either kind of run the same way.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,105 @@ RUN_FILE = "run.json"
 PRETRAINED_PARTS = ("backbone", "neck", "view_transform", "decoder")
 FINETUNE_KIND = "occfeat finetune"
 PRETRAIN_KIND = "occfeat pretrain"
+
+
+class RunMismatchError(ConfigError):
+    """A run folder holds another run than the one asked for: resuming it would relabel its weights."""
+
+
+# run.json fields that say how a run executes, not what it computes: a resume may change them.
+EXECUTION_FIELDS = ("processes", "compile", "activation_checkpointing", "load_report", "teacher_cache")
+# What a run writes into its folder; --overwrite deletes these and nothing else.
+RUN_ARTEFACTS = (RUN_FILE, "checkpoints", "best.safetensors", "metrics.jsonl", "eval.json", "pictures", "subset.json",
+                 "tensorboard")
+
+
+def _flatten(record: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(record, dict):
+        return {k: v for key, value in record.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: record}
+
+
+def _identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields that make a run this run, flattened ("recipe.lr"), as JSON would hold them; paths resolved, so
+    that data/world and ./data/world are one dataroot."""
+    plain = json.loads(json.dumps({k: v for k, v in record.items() if k not in EXECUTION_FIELDS}, default=str))
+    if plain.get("dataroot"):
+        plain["dataroot"] = str(Path(plain["dataroot"]).resolve())
+    return _flatten(plain)
+
+
+def run_changes(recorded: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """Each field whose value differs between a recorded run and a requested one, as "field: old -> new"."""
+    old, new = _identity(recorded), _identity(requested)
+    return [f"{key}: {json.dumps(old.get(key, '(absent)'))} -> {json.dumps(new.get(key, '(absent)'))}"
+            for key in sorted(old.keys() | new.keys()) if old.get(key, "(absent)") != new.get(key, "(absent)")]
+
+
+def claim_run_folder(out_dir: str | Path, record: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Check that ``out_dir`` may hold the run ``record`` describes, before anything is written to it; returns True
+    when it continues the run already there.
+
+    A run folder holds one run. Resuming needs the same run: every field of ``run.json`` but how it executes
+    (``EXECUTION_FIELDS``) must match, or a ``RunMismatchError`` names each changed field. ``overwrite=True``
+    deletes the run there first (its ``RUN_ARTEFACTS`` only; other files in the folder stay). Read-only: call it on
+    every process, then let rank 0 delete (``clear_run_folder``) and write."""
+    out = Path(out_dir)
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {out}: {blocking} is a file, so no run folder can be made there. Choose another "
+                          "--out.")
+    recorded_path = out / RUN_FILE
+    has_checkpoints = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    if overwrite or not (recorded_path.exists() or has_checkpoints):
+        return False
+    if not recorded_path.is_file():
+        raise RunMismatchError(f"{out} holds checkpoints but no {RUN_FILE}: it is not a run occfeat can identify. "
+                               "Choose another --out, or pass --overwrite to delete them and start a new run.")
+    try:
+        recorded = json.loads(recorded_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunMismatchError(f"{recorded_path} is not valid JSON ({error}); the run there cannot be identified. "
+                               "Choose another --out, or pass --overwrite to start a new run there.") from error
+    changes = run_changes(recorded, record)
+    if changes:
+        listed = "\n  ".join(changes)
+        raise RunMismatchError(
+            f"{out} holds another run ({recorded.get('kind', 'a run')} of {recorded.get('model')!r}); resuming it "
+            f"with these changes would relabel its weights:\n  {listed}\nChoose a new --out for this run, or pass "
+            "--overwrite (overwrite=True) to delete that run and start this one there.")
+    return True
+
+
+def clear_run_folder(out_dir: str | Path) -> list[str]:
+    """Delete a run's artefacts from ``out_dir`` (``--overwrite``; rank 0 only); returns what was deleted."""
+    out = Path(out_dir)
+    deleted = []
+    for name in RUN_ARTEFACTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        deleted.append(name)
+    return deleted
+
+
+def start_run(out_dir: str | Path, record: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Claim ``out_dir`` for the run ``record`` describes (``claim_run_folder``, on every process), then, on rank 0,
+    delete the run there when ``overwrite`` and write ``run.json``. Returns True when the run resumes."""
+    resuming = claim_run_folder(out_dir, record, overwrite=overwrite)
+    dist_utils.barrier()  # no process reads the folder while rank 0 changes it
+    if dist_utils.is_main():
+        if overwrite:
+            deleted = clear_run_folder(out_dir)
+            if deleted:
+                print(f"--overwrite: deleted the run in {out_dir} ({', '.join(deleted)})", flush=True)
+        write_run_record(out_dir, record)
+    dist_utils.barrier()
+    return resuming
 
 
 def write_run_record(out_dir: str | Path, record: dict[str, Any]) -> Path:
@@ -111,3 +211,11 @@ def initialisation_record(network: Any) -> dict[str, Any]:
     ImageNet weights its backbone was initialised from (here, or by the run that produced the loaded weights)."""
     return {"load_report": str(getattr(network, "load_report", "")) or None,
             "backbone_init": getattr(network, "provenance", {}).get("backbone_init")}
+
+
+def report_initialisation(network: Any) -> None:
+    """Print what the run starts from (the load report, also in ``run.json``), so that a user sees that pretrained
+    weights loaded, and what was re-initialised, before the run spends its time."""
+    report = getattr(network, "load_report", None)
+    if report is not None:
+        print(f"initial weights: {report}", flush=True)

@@ -7,6 +7,8 @@ Layout of a run's ``out_dir``::
         state.safetensors           every other tensor: extra modules, optimizer moments, RNG states
         state.pt                    the rest (step, data position, scheduler, scaler, config, ...): plain python
                                     values, each tensor replaced by the name of its entry in state.safetensors
+        integrity.json              the size and sha256 of each file above, written last
+    checkpoints/damaged-step-*/     a checkpoint whose bytes no longer match its integrity record, set aside
     best.safetensors                the model's state dict at the best evaluation (metadata: step, metric, value)
 
 ``state.pt`` is read with ``torch.load(..., weights_only=True)``, which refuses anything but plain containers,
@@ -14,29 +16,38 @@ numbers, strings and tensors: a checkpoint never runs code.
 
 Why a folder renamed into place: a process killed mid-write (SIGKILL, power loss) leaves only a hidden
 ``.step-*.tmp-*`` folder, which is ignored and removed later, so the newest ``step-*`` folder is always complete.
+Why an integrity record too: a complete folder can still be damaged later (a full disk, a bad copy, bit rot). A
+resume checks the newest checkpoint against its record and falls back past a damaged one, loudly
+(``newest_intact_checkpoint``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..io import atomic_write, fsync
+from ..io import atomic_write, fsync, sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 TENSORS_FILE = "state.safetensors"
 STATE_FILE = "state.pt"
 BEST_FILE = "best.safetensors"
+INTEGRITY_FILE = "integrity.json"
+DAMAGED_PREFIX = "damaged-"
 _STEP_DIR = re.compile(r"step-(\d+)")
 _TENSOR_REF = "__tensor__"  # {"__tensor__": key} stands for state.safetensors[key] in state.pt
 
@@ -70,11 +81,15 @@ def run_network_state(run_dir: str | Path, which: str = "best") -> tuple[dict[st
         raise ConfigError(f"which={which!r}: expected 'best' or 'latest'.")
     weights = run / BEST_FILE if which == "best" and (run / BEST_FILE).is_file() else None
     if weights is None:
-        latest = latest_checkpoint(run)
+        latest = newest_intact_checkpoint(run)
         if latest is None:
             raise ConfigError(f"{run} holds no checkpoint: train first (occfeat finetune|pretrain ... --out {run}).")
         weights = latest / MODEL_FILE
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as error:
+        raise ConfigError(f"{weights} cannot be read ({error}): the file is damaged. Export another checkpoint "
+                          "(occfeat export RUN --which latest) or train again.") from error
     for prefix in (NETWORK_PREFIX, *_LEGACY_PREFIXES):
         network = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if network:
@@ -129,6 +144,10 @@ def save_checkpoint(folder: str | Path, model_state: dict[str, Tensor], state: d
         torch.save(skeleton, tmp / STATE_FILE)
         for name in (MODEL_FILE, TENSORS_FILE, STATE_FILE):
             fsync(tmp / name)
+        record = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                  for name in (MODEL_FILE, TENSORS_FILE, STATE_FILE)}
+        (tmp / INTEGRITY_FILE).write_text(json.dumps({"files": record}, indent=1) + "\n")
+        fsync(tmp / INTEGRITY_FILE)
         fsync(tmp)
         os.rename(tmp, folder)
     except BaseException:
@@ -138,12 +157,61 @@ def save_checkpoint(folder: str | Path, model_state: dict[str, Tensor], state: d
     return folder
 
 
+def checkpoint_damage(folder: str | Path) -> str | None:
+    """Why a checkpoint folder cannot be trusted (a file missing, or not the size and sha256 its integrity record
+    says), or None when it is intact. Folders written before the record existed are checked for their files only."""
+    folder = Path(folder)
+    missing = [name for name in (MODEL_FILE, TENSORS_FILE, STATE_FILE) if not (folder / name).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not (folder / INTEGRITY_FILE).is_file():
+        return None
+    try:
+        record = json.loads((folder / INTEGRITY_FILE).read_text())["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        return f"unreadable {INTEGRITY_FILE} ({type(error).__name__})"
+    for name, expected in record.items():
+        size = (folder / name).stat().st_size
+        if size != expected["size"]:
+            return f"{name} is {size} bytes, its record says {expected['size']}"
+        if sha256_file(folder / name) != expected["sha256"]:
+            return f"{name}'s sha256 differs from its record"
+    return None
+
+
+def newest_intact_checkpoint(root: str | Path, *, set_aside: bool = False) -> Path | None:
+    """The newest checkpoint under ``root`` that matches its integrity record, or None when there is none. Each newer
+    damaged one is named in a warning; ``set_aside=True`` (a resuming rank 0) also renames it to
+    ``damaged-step-*``, out of the way of the step the resumed run will write again. Raises ``ConfigError`` when
+    checkpoints exist and all are damaged: starting from step 0 would silently discard the run."""
+    found = list_checkpoints(root)
+    for folder in reversed(found):
+        reason = checkpoint_damage(folder)
+        if reason is None:
+            return folder
+        message = f"checkpoint {folder} is damaged ({reason})"
+        if set_aside:
+            damaged = folder.with_name(DAMAGED_PREFIX + folder.name)
+            os.rename(folder, damaged)
+            message += f"; set aside as {damaged.name}"
+        warnings.warn(message + "; falling back to the checkpoint before it.", stacklevel=2)
+        print(f"occfeat: warning: {message}", flush=True)
+    if found:
+        raise ConfigError(f"every checkpoint in {Path(root) / CHECKPOINTS_DIR} is damaged; the run cannot resume. "
+                          "Start it again with --overwrite (overwrite=True), or in a new --out.")
+    return None
+
+
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read what ``save_checkpoint`` wrote: ``(model_state, state)``, tensors on the CPU."""
     folder = Path(folder)
-    model_state = load_file(str(folder / MODEL_FILE))
-    skeleton = torch.load(folder / STATE_FILE, weights_only=True)
-    return model_state, _join_tensors(skeleton, load_file(str(folder / TENSORS_FILE)))
+    try:
+        model_state = load_file(str(folder / MODEL_FILE))
+        skeleton = torch.load(folder / STATE_FILE, weights_only=True)
+        return model_state, _join_tensors(skeleton, load_file(str(folder / TENSORS_FILE)))
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError) as error:
+        raise ConfigError(f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}). Delete that folder "
+                          "to resume from the one before it, or start again with --overwrite.") from error
 
 
 def save_weights(path: str | Path, model_state: dict[str, Tensor], metadata: dict[str, str]) -> None:

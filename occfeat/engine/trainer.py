@@ -30,6 +30,7 @@ from .checkpoint import (
     BEST_FILE,
     latest_checkpoint,
     load_checkpoint,
+    newest_intact_checkpoint,
     prune_checkpoints,
     save_checkpoint,
     save_weights,
@@ -327,6 +328,9 @@ class Trainer:
     def _restore(self) -> None:
         """Continue from the newest checkpoint in ``out_dir``, if any; else seed a fresh run (each rank its own
         stream, so that e.g. dropout masks differ between processes)."""
+        if dist.is_main():  # damaged checkpoints are set aside once, before any process picks one
+            newest_intact_checkpoint(self.out_dir, set_aside=True)
+        dist.barrier()
         path = latest_checkpoint(self.out_dir)
         if path is None:
             seed_everything(self.config.seed + dist.rank())

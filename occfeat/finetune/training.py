@@ -22,7 +22,8 @@ from ..data.labels import check_label_protocol
 from ..engine import Trainer, TrainResult, distributed as dist_utils, seed_everything
 from ..models import BEVModel
 from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
-from ..runs import FINETUNE_KIND, RUN_FILE, export, initialisation_record, train_config, write_run_record  # noqa: F401  (RUN_FILE: public here too)
+from ..runs import RUN_FILE  # noqa: F401  (public here too)
+from ..runs import FINETUNE_KIND, export, initialisation_record, report_initialisation, start_run, train_config
 from ..zoo.loading import load_for_finetuning, training_load_kwargs  # their owner is the zoo
 from .evaluation import evaluate_model, write_report
 from .freezing import freeze, param_groups
@@ -78,8 +79,9 @@ def finetune(
     load_kwargs: dict[str, Any] | None = None,
     compile: CompileOption = False,
     activation_checkpointing: bool = False,
+    overwrite: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` on a labelled subset and evaluate it; resumes when ``out_dir`` holds a checkpoint.
+    """Fine-tune ``model`` on a labelled subset and evaluate it; resumes the run in ``out_dir`` when it is this run.
 
     Args:
         model: a weight id/alias, ``hf-hub:...``, ``local-dir:...``, an architecture (from scratch), or a model.
@@ -93,6 +95,9 @@ def finetune(
             arguments; ``occfeat.models.compile.compile_model``), recorded in ``run.json``.
         activation_checkpointing: recompute the backbone stages and BEVFormer's layers in backward instead of keeping
             their activations (``BEVModel.set_activation_checkpointing``): same gradients, less memory, more time.
+        overwrite: delete the run already in ``out_dir`` and start this one. Without it, a folder holding another
+            run (any recorded field changed: model, fraction, recipe, ...) is a ``RunMismatchError``, raised before
+            anything is written.
     """
     recipe = get_recipe(recipe, **(recipe_overrides or {})) if isinstance(recipe, str) else recipe
     check_label_protocol(recipe.label_protocol)  # before any download or load
@@ -141,20 +146,21 @@ def finetune(
     # resolves the device whose toolchain (C++ compiler, Triton) the backend needs.
     network.set_activation_checkpointing(activation_checkpointing)
     compile_model(network, compile, device=trainer.device)
+    record = {
+        "kind": FINETUNE_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
+        "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version,
+        "train_split": train_split, "val_split": val_split, "fraction": fraction, "count": count,
+        "train_samples": len(train_set), "val_samples": len(val_set), "seed": seed, "steps": steps,
+        "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
+        "label_protocol": recipe.label_protocol,
+        "freeze_parts": list(freeze_parts), "processes": world,
+        "compile": describe(compile) if is_compiled(network) else False,  # False too when it fell back to eager
+        "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
+    }
+    start_run(out, record, overwrite=overwrite)  # nothing is written to out before this check
     if dist_utils.is_main():
-        out.mkdir(parents=True, exist_ok=True)
         save_subset(train_set.sample_tokens, out / "subset.json")
-        write_run_record(out, {
-            "kind": FINETUNE_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
-            "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version,
-            "train_split": train_split, "val_split": val_split, "fraction": fraction, "count": count,
-            "train_samples": len(train_set), "val_samples": len(val_set), "seed": seed, "steps": steps,
-            "schedule_rule": "max(min_steps, ceil(epochs * samples / batch_size))", "recipe": recipe.to_dict(),
-            "label_protocol": recipe.label_protocol,
-            "freeze_parts": list(freeze_parts), "processes": world,
-            "compile": describe(compile) if is_compiled(network) else False,  # False too when it fell back to eager
-            "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
-        })
+        report_initialisation(network)
     result = trainer.fit()
     metrics = evaluate_model(network, val_set, batch_size=max(1, per_process), pictures=4 if dist_utils.is_main() else 0,
                              picture_dir=out / "pictures")

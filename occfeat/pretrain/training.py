@@ -31,7 +31,8 @@ from ..errors import ConfigError
 from ..models import BEVModel
 from ..models.compile import CompileOption, compile_model, compile_options, describe, is_compiled
 from ..runs import (  # noqa: F401  (RUN_FILE and PRETRAINED_PARTS: public here too)
-    PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, initialisation_record, rank_shard, train_config, write_run_record,
+    PRETRAIN_KIND, PRETRAINED_PARTS, RUN_FILE, export, initialisation_record, rank_shard, report_initialisation,
+    start_run, train_config,
 )
 from .losses import occupancy_counts
 from .model import OccFeatPretrainer
@@ -158,9 +159,10 @@ def pretrain(
     load_kwargs: dict[str, Any] | None = None,
     compile: CompileOption = False,
     activation_checkpointing: bool = False,
+    overwrite: bool = False,
 ) -> PretrainResult:
     """OccFeat-pretrain ``model`` on every key frame of ``split`` (images and Lidar; no labels are read); resumes
-    when ``out_dir`` holds a checkpoint.
+    the run in ``out_dir`` when it is this run.
 
     Args:
         model: an architecture (random init, the usual case), a weight id, ``local-dir:`` / ``hf-hub:``, or a model.
@@ -175,6 +177,9 @@ def pretrain(
             in ``run.json``. Evaluation and pictures call the pretrainer's methods and run eagerly.
         activation_checkpointing: recompute the backbone stages and BEVFormer's layers in backward instead of keeping
             their activations (``BEVModel.set_activation_checkpointing``): same gradients, less memory, more time.
+        overwrite: delete the run already in ``out_dir`` and start this one. Without it, a folder holding another
+            run (any recorded field changed: mode, recipe, model, ...) is a ``RunMismatchError``, raised before
+            anything is written.
     """
     from ..zoo.loading import load_for_finetuning, training_load_kwargs
 
@@ -247,21 +252,23 @@ def pretrain(
     # would leave eager. In place (DDP calls it, checkpoints keep their keys), on the device the Trainer resolved.
     network.set_activation_checkpointing(activation_checkpointing)
     compile_model(pretrainer, compile, device=trainer.device)
+    record = {
+        "kind": RUN_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
+        "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version, "split": split,
+        "val_split": val_split, "samples": len(train_set), "val_samples": len(val_set) if val_set else 0,
+        "seed": seed, "steps": steps, "schedule_rule": "ceil(epochs * samples / (batch_size * grad_accum_steps))",
+        "recipe": recipe.to_dict(), "teacher": teacher.spec.to_dict() if teacher else None,
+        "teacher_role": (f"{STAND_IN_TEACHER}: a stand-in for DINOv2 on generated worlds, not OccFeat's teacher"
+                         if stand_in else None if teacher is None else
+                         "a random-weight ViT: a control without pretrained features, not OccFeat's teacher"
+                         if str(teacher.spec.weights).startswith("random") else "OccFeat's image teacher"),
+        "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
+        "compile": describe(compile) if is_compiled(pretrainer) else False,  # False too when it fell back to eager
+        "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
+    }
+    start_run(out, record, overwrite=overwrite)  # nothing is written to out before this check
     if dist_utils.is_main():
-        write_run_record(out, {
-            "kind": RUN_KIND, "model": model if isinstance(model, str) else config.arch, "architecture": config.arch,
-            "model_config": config.to_dict(), "dataroot": str(dataroot), "version": version, "split": split,
-            "val_split": val_split, "samples": len(train_set), "val_samples": len(val_set) if val_set else 0,
-            "seed": seed, "steps": steps, "schedule_rule": "ceil(epochs * samples / (batch_size * grad_accum_steps))",
-            "recipe": recipe.to_dict(), "teacher": teacher.spec.to_dict() if teacher else None,
-            "teacher_role": (f"{STAND_IN_TEACHER}: a stand-in for DINOv2 on generated worlds, not OccFeat's teacher"
-                             if stand_in else None if teacher is None else
-                             "a random-weight ViT: a control without pretrained features, not OccFeat's teacher"
-                             if str(teacher.spec.weights).startswith("random") else "OccFeat's image teacher"),
-            "teacher_cache": str(cache.folder) if cache else None, "processes": world, "labels_read": False,
-            "compile": describe(compile) if is_compiled(pretrainer) else False,  # False too when it fell back to eager
-            "activation_checkpointing": bool(activation_checkpointing), **initialisation_record(network),
-        })
+        report_initialisation(network)
     result = trainer.fit()
     metrics: dict[str, float] = {}
     if val_set is not None:  # evaluated at the last step already, unless the run was resumed after it or pre-empted
