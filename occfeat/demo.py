@@ -483,6 +483,7 @@ def compare_pretrainings(
     get_model_config(settings.arch)  # a typo fails now, not after the world is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _forget_other_comparisons(out, settings)
     started = time.perf_counter()
     world = _world(settings, out / "world", progress)
     split = world_split(world, settings)
@@ -502,6 +503,18 @@ def compare_pretrainings(
                "load_reports": load_reports, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _forget_other_comparisons(out: Path, settings: ComparisonSettings) -> None:
+    """The comparison's run folders resume an interrupted comparison of the same settings; a comparison of other
+    settings in the same folder (``occfeat demo --quick``, then ``occfeat demo``) starts its runs anew, since a run
+    folder holds one run (``occfeat.runs.claim_run_folder``)."""
+    recorded = out / "settings.json"
+    wanted = json.dumps(settings.to_dict(), sort_keys=True)
+    if recorded.is_file() and recorded.read_text() != wanted and (out / "runs").is_dir():
+        print(f"{out}: the runs there are of other comparison settings; starting them anew", flush=True)
+        shutil.rmtree(out / "runs")
+    recorded.write_text(wanted)
 
 
 def _backbone_init_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -540,7 +553,8 @@ def run_demo(
     when this is a source checkout)."""
     settings = dataclasses.replace(settings or (QUICK if quick else DEFAULT), first_seed=seed)
     out = Path(out_dir)
-    if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
+    ours = (out / "results.json").exists() or (out / "settings.json").exists()  # finished, or interrupted
+    if out.exists() and not ours and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not an occfeat demo folder: choose another --out.")
     results = compare_pretrainings(out, settings, progress=progress)
     plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
