@@ -29,6 +29,12 @@ _LAZY = {
     "export_onnx": "occfeat.deploy",
     "export_program": "occfeat.deploy",
     "OnnxModel": "occfeat.deploy",
+    # Every error occfeat raises on purpose: ``except occfeat.HubError`` without knowing where it is defined.
+    **{name: "occfeat.errors" for name in (
+        "OccfeatError", "InputError", "ConfigError", "UnknownNameError", "IntegrityError", "MissingDependencyError",
+        "HubError", "WeightsNotCachedError", "WeightsNotPublishedError", "LoadError", "UnsafeWeightsError",
+        "TeacherWeightsError", "RunMismatchError",
+    )},
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -38,6 +44,10 @@ if TYPE_CHECKING:
     from .zoo.hub import download
     from .zoo.loading import LoadReport, load, load_distributed
     from .deploy import OnnxModel, export_onnx, export_program
+    from .errors import (
+        ConfigError, HubError, InputError, IntegrityError, LoadError, MissingDependencyError, OccfeatError,
+        RunMismatchError, TeacherWeightsError, UnknownNameError, UnsafeWeightsError, WeightsNotCachedError, WeightsNotPublishedError,
+    )
     from .zoo.publishing import push_to_hub, save_pretrained
     from .zoo.registry import get_weights, list_weights, register_weights
 

@@ -1,4 +1,9 @@
-"""The ``occfeat`` command line. Verbs import torch only when they run, so ``--version`` and ``--help`` are instant."""
+"""The ``occfeat`` command line. Verbs import torch only when they run, so ``--version`` and ``--help`` are instant.
+
+Exit codes (``EXIT_*``): 0 done; 1 occfeat refused or failed at runtime and said why in one line (a typed
+``occfeat.errors`` error: bad weights, a run folder holding another run, no network when offline, ...); 2 the command
+line itself is wrong (argparse's usage error); 130 interrupted. Anything else is a bug: it prints a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,10 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = ("exit codes: 0 done; 1 a runtime error occfeat explains in one line; 2 a usage error (the command line); "
+              "130 interrupted")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -387,7 +396,7 @@ def _add_synth_verb(verbs: argparse._SubParsersAction) -> None:
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="occfeat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="occfeat", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"occfeat {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -552,9 +561,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except OccfeatError as exc:  # typed errors already say what to do: no traceback for them
-        print(f"occfeat: error: {exc}", file=sys.stderr)
-        return 2
+    except OccfeatError as exc:  # typed errors already say what to do: one line, no traceback
+        print(f"occfeat: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("occfeat: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(error: BaseException) -> str:
+    """A typed error's message on one line (a multi-line message, e.g. the fields a run mismatch lists, joined)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -32,3 +32,34 @@ class IntegrityError(OccfeatError, OSError):
 
 class MissingDependencyError(OccfeatError, ImportError):
     """An optional package that a feature needs is not installed. The message gives the install command."""
+
+
+class HubError(OccfeatError, OSError):
+    """The Hub could not give a file: unknown repository, file or revision, gated repository, an error answer (5xx,
+    401), a broken connection, a timeout, too many redirects."""
+
+
+class WeightsNotCachedError(HubError):
+    """The weights are not in the cache or a bundle, and the Hub is off (offline mode) or could not be reached."""
+
+
+class WeightsNotPublishedError(OccfeatError, LookupError):
+    """The registry knows these weights but they are not on the Hub yet."""
+
+
+class LoadError(OccfeatError, RuntimeError):
+    """The weights do not fit the network in a way nobody declared (missing, unexpected or mis-shaped keys, tensors
+    of an unusable dtype or with non-finite values), or the weights file cannot be read as safetensors."""
+
+
+class UnsafeWeightsError(OccfeatError, ValueError):
+    """A pickle-based checkpoint was offered: occfeat never unpickles weights."""
+
+
+class TeacherWeightsError(OccfeatError):
+    """The teacher's pretrained weights could not be obtained."""
+
+
+class RunMismatchError(ConfigError):
+    """A run folder holds another run than the one asked for: resuming it would relabel its weights. The message
+    names each changed field, a new ``--out`` and ``--overwrite``."""

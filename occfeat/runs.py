@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 
 from .engine import TrainConfig, distributed as dist_utils
 from .engine.checkpoint import run_network_state
-from .errors import ConfigError
+from .errors import ConfigError, RunMismatchError
 from .io import atomic_write
 
 RUN_FILE = "run.json"
@@ -28,10 +28,6 @@ RUN_FILE = "run.json"
 PRETRAINED_PARTS = ("backbone", "neck", "view_transform", "decoder")
 FINETUNE_KIND = "occfeat finetune"
 PRETRAIN_KIND = "occfeat pretrain"
-
-
-class RunMismatchError(ConfigError):
-    """A run folder holds another run than the one asked for: resuming it would relabel its weights."""
 
 
 # run.json fields that say how a run executes, not what it computes: a resume may change them.

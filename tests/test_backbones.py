@@ -1,4 +1,5 @@
-"""Image backbones: taps, ImageNet weights from a local file, loud fallback when the Hub is unreachable."""
+"""Image backbones: taps, ImageNet weights from a local file, a typed error (never a random backbone) when the Hub
+cannot give them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from occfeat.errors import ConfigError
+from occfeat.errors import ConfigError, WeightsNotCachedError
 from occfeat.models import create_model
 from occfeat.models.backbones import UpsampleConcatNeck, build_backbone
 
@@ -48,11 +49,10 @@ def test_missing_pretrained_file_is_a_typed_error(tmp_path):
         create_model("simplebev-tiny", pretrained_backbone=str(tmp_path / "missing.safetensors"))
 
 
-def test_unreachable_imagenet_weights_fall_back_to_random_init_loudly(monkeypatch):
+def test_unreachable_imagenet_weights_are_a_typed_error_never_a_random_backbone(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a cold cache and no network
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
-        model = create_model("simplebev-tiny", pretrained_backbone=True)
-    assert torch.isfinite(model.backbone.conv_stem.weight).all()
+    with pytest.raises(WeightsNotCachedError, match=r"pretrained_backbone=PATH"):  # was: a random backbone, warned
+        create_model("simplebev-tiny", pretrained_backbone=True)
 
 
 def test_unknown_backbone_is_a_typed_error():

@@ -8,7 +8,7 @@ import math
 import pytest
 from PIL import Image
 
-from occfeat.cli import main
+from occfeat.cli import EXIT_ERROR, main
 from occfeat.demo import (BENCHMARK, DEFAULT, QUICK, ComparisonSettings, crossed_interval, paired_differences,
                           run_demo, seed_spread)
 from occfeat.errors import ConfigError
@@ -185,4 +185,4 @@ def test_demo_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not an occfeat demo folder"):
         run_demo(tmp_path, settings=TINY, progress=False)
-    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--out", str(tmp_path)]) == EXIT_ERROR

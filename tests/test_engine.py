@@ -20,7 +20,7 @@ import torch
 
 from occfeat.engine import Trainer, atomic_write, latest_checkpoint, load_checkpoint
 from occfeat.engine.checkpoint import STATE_FILE, save_checkpoint
-from occfeat.errors import ConfigError
+from occfeat.errors import ConfigError, LoadError
 from tests.engine_scripts.train_tiny import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,8 +211,9 @@ def test_checkpoint_round_trips_and_its_pickled_part_is_read_weights_only(tmp_pa
     assert (loaded["groups"], loaded["rng"], loaded["step"]) == ({0: (0.9, 0.999)}, (3, (1, 2), None), 3)
 
     torch.save({"step": _RunsCodeWhenUnpickled()}, folder / STATE_FILE)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(LoadError, match="cannot be read") as caught:  # typed, chaining what torch refused
         load_checkpoint(folder)
+    assert isinstance(caught.value.__cause__, pickle.UnpicklingError)
     sources = "".join(p.read_text() for p in (REPO / "occfeat" / "engine").glob("*.py"))
     calls = re.findall(r"torch\.load\((.*)\)", sources)
     assert calls and all("weights_only=True" in call for call in calls)

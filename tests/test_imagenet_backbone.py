@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import occfeat
-from occfeat.cli import main as cli_main
+from occfeat.cli import EXIT_ERROR, main as cli_main
 from occfeat.errors import ConfigError, InputError, IntegrityError, MissingDependencyError
 from occfeat.io import read_pickled_weights
 from occfeat.models import create_model
@@ -251,6 +251,6 @@ def test_cli_without_the_package_names_the_install_command(monkeypatch, syntheti
     code = cli_main(["finetune", "simplebev-lite0-tiny", "--dataroot", str(synthetic_world.dataroot), "--version",
                      synthetic_world.version, "--device", "cpu", "--recipe", "cpu-tiny", "--steps", "1", "--count", "2",
                      "--out", str(tmp_path / "run"), "--pretrained-backbone"])
-    assert code == 2
+    assert code == EXIT_ERROR
     assert "pip install 'occfeat[imagenet]'" in capsys.readouterr().err
     assert not (tmp_path / "run" / "run.json").exists()

@@ -12,7 +12,7 @@ import torch
 from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image, ImageOps
 
-from occfeat.cli import main
+from occfeat.cli import EXIT_ERROR, main
 from occfeat.data import NuScenesBEV
 from occfeat.data.corruptions import CORRUPTIONS, SEVERITIES, SEVERITY_NAMES, apply_corruption
 from occfeat.data.nuscenes import image_transform, read_rgb, warp_image, Augmentation
@@ -161,21 +161,21 @@ def test_cli_evaluate_all_corruptions_prints_rr_and_mrr(synthetic_world, tmp_pat
 
 def test_cli_evaluate_rejects_bad_corruption_input_with_the_fix(synthetic_world, tmp_path, capsys):
     data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version]
-    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "Rain", "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "Rain", "--out", str(tmp_path)]) == EXIT_ERROR
     assert "'Rain' is unknown" in capsys.readouterr().err
-    assert main(["evaluate", "simplebev-tiny", *data, "--severity", "2", "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "simplebev-tiny", *data, "--severity", "2", "--out", str(tmp_path)]) == EXIT_ERROR
     assert "--severity needs --corruption" in capsys.readouterr().err
     assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "Fog", "--severity", "1",
-                 "--corruption-root", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+                 "--corruption-root", str(tmp_path / "none"), "--out", str(tmp_path)]) == EXIT_ERROR
     assert "corruption_root" in capsys.readouterr().err
-    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "all", "Fog", "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "all", "Fog", "--out", str(tmp_path)]) == EXIT_ERROR
     assert "give 'all' alone" in capsys.readouterr().err
     # A released copy with one corruption only: the table run fails on the missing ones before evaluating anything.
     for camera in NUSCENES_CAMERAS:
         for severity in SEVERITY_NAMES:
             (tmp_path / "released" / "Fog" / severity / camera).mkdir(parents=True, exist_ok=True)
     assert main(["evaluate", "simplebev-tiny", *data, "--corruption", "all", "--corruption-root",
-                 str(tmp_path / "released"), "--out", str(tmp_path / "eval")]) == 2
+                 str(tmp_path / "released"), "--out", str(tmp_path / "eval")]) == EXIT_ERROR
     assert "CameraCrash/easy lacks the camera folder(s)" in capsys.readouterr().err
     assert not (tmp_path / "eval" / "eval.json").exists()
 
@@ -183,5 +183,5 @@ def test_cli_evaluate_rejects_bad_corruption_input_with_the_fix(synthetic_world,
 def test_finetune_rejects_an_unknown_label_protocol_before_loading(synthetic_world, tmp_path, capsys):
     data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version, "--device", "cpu"]
     assert main(["finetune", "simplebev-tiny.not-a-weight", *data, "--out", str(tmp_path), "--recipe", "cpu-tiny",
-                 "--label-protocol", "centre"]) == 2
+                 "--label-protocol", "centre"]) == EXIT_ERROR
     assert "label_protocol='centre' is unknown" in capsys.readouterr().err  # not the unknown weight id

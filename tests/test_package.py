@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import occfeat
-from occfeat.cli import main
+from occfeat.cli import EXIT_ERROR, main
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_models_verb_lists_architectures(capsys):
 
 
 def test_typed_errors_become_a_one_line_message(capsys):
-    assert main(["finetune", "simplebev-tinny", "--dataroot", "unused", "--out", "unused"]) == 2
+    assert main(["finetune", "simplebev-tinny", "--dataroot", "unused", "--out", "unused"]) == EXIT_ERROR
     assert "unknown weights 'simplebev-tinny'. Did you mean" in capsys.readouterr().err
 
 

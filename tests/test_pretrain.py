@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import occfeat
-from occfeat.cli import main
+from occfeat.cli import EXIT_ERROR, main
 from occfeat.data import NuScenesBEV, collate
 from occfeat.errors import ConfigError
 from occfeat.finetune.training import finetune
@@ -167,7 +167,7 @@ def test_cli_pretrain_then_export_then_load(synthetic_world, tmp_path, capsys):
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
     model = occfeat.load(f"local-dir:{tmp_path / 'export'}")
     assert model.load_report.clean and model.provenance["mode"] == "occupancy"
-    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2  # typed error, no traceback
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == EXIT_ERROR  # typed error, no traceback
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(synthetic_world, tmp_path):

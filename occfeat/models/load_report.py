@@ -29,6 +29,9 @@ class LoadReport:
     # The ImageNet weights the backbone was initialised from when the network was built (``backbone_init``): its
     # identity (package, file, sha256, ...), or None for a random backbone or one whose weights were loaded here.
     backbone_init: dict[str, Any] | None = None
+    # Tensors of another float dtype cast to the network's (a float16 or float64 file into a float32 network, as timm
+    # and transformers do): key -> "float16 -> float32".
+    cast: dict[str, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -46,6 +49,8 @@ class LoadReport:
         parts.append(f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, shape mismatches {len(self.mismatched)}")
         if self.renamed_prefixes:
             parts.append("renamed " + ", ".join(f"{a!r}->{b!r}" for a, b in self.renamed_prefixes.items()))
+        if self.cast:
+            parts.append(f"cast {len(self.cast)} tensors ({', '.join(sorted(set(self.cast.values())))})")
         return "; ".join(parts)
 
     __str__ = summary

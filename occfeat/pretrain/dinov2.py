@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_write, read_pickled_weights, sha256_file
+from ..io import atomic_write, check_output_path, read_pickled_weights, sha256_file
 
 Layout = Literal["timm", "transformers", "official"]
 LAYOUTS: tuple[str, ...] = ("timm", "transformers", "official")
@@ -375,12 +375,17 @@ def convert_dinov2_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[s
     ``model.safetensors``) -> ``out``, a timm-layout ``.safetensors`` the teacher loads, written atomically.
 
     Returns ``{"layout", "sha256" (of out), "tensors", "embed_dim", "depth", "patch", "registers",
-    "source_sha256", "teacher"}`` (``teacher``: the timm name of the architecture)."""
+    "source_sha256", "teacher"}`` (``teacher``: the timm name of the architecture).
+
+    ``out`` is checked before the checkpoint is read (``InputError`` for a folder in its place, or a file in the place
+    of a parent folder). A pickle's tensors are bounded before any is copied (``read_pickled_weights``: an expanded
+    view such as ``torch.zeros(1).expand(2**32)`` is refused, not materialised)."""
     from safetensors.torch import save_file
 
     checkpoint, out = Path(checkpoint).expanduser(), Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise InputError(f"occfeat convert dinov2: the output {out} must end in .safetensors.")
+    check_output_path(out, kind="file", what="occfeat convert dinov2: the output")
     if not checkpoint.exists():
         raise InputError(f"occfeat convert dinov2: {checkpoint} does not exist.")
     if checkpoint.is_file() and checkpoint.suffix in PICKLE_SUFFIXES:

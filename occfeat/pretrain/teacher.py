@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import ConfigError, InputError, OccfeatError
+from ..errors import ConfigError, HubError, InputError, TeacherWeightsError  # TeacherWeightsError: also imported from here
 from ..io import atomic_write
 from .dinov2 import load_into_model, read_safetensors, resolve_weights_file, to_timm_state_dict
 
@@ -48,10 +48,6 @@ STAND_IN_TEACHER = "synthetic-semantic"
 DINOV2_PATCH, DINOV2_REFERENCE_HEIGHT = 14, 224
 TEACHER_WEIGHTS = ("auto", "hub", "random")  # or the path of a .safetensors file, or a folder holding one
 RANDOM_TEACHER_SEED = 0
-
-
-class TeacherWeightsError(OccfeatError):
-    """The teacher's pretrained weights could not be obtained."""
 
 
 def teacher_input_size(image_hw: tuple[int, int], patch: int) -> tuple[int, int]:
@@ -91,18 +87,9 @@ def hub_cache_dir() -> Path:
 
 def _hub_source(name: str) -> tuple[str, str | None, str] | None:
     """(repository, revision, safetensors file name) timm would download teacher ``name`` from, or None."""
-    import timm
+    from ..zoo.hub import timm_hub_source
 
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except Exception:  # noqa: BLE001 (a name without pretrained configs: nothing can be cached)
-        return None
-    repo = getattr(cfg, "hf_hub_id", None)
-    if not repo:
-        return None
-    repo, _, revision = repo.partition("@")
-    filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
-    return repo, revision or None, filename if filename.endswith(".safetensors") else "model.safetensors"
+    return timm_hub_source(name)
 
 
 def cached_hub_weights(name: str) -> Path | None:
@@ -275,17 +262,23 @@ class Teacher(nn.Module):
         if weights == "auto" and not hub_reachable():
             reason = "the Hub is unreachable"
         elif weights in ("hub", "auto"):
+            # Fetched by occfeat, not by timm: one attempt, no ~54 s of retries against an unreachable Hub.
+            from ..zoo.hub import fetch_timm_weights
+
             try:
-                model = timm.create_model(name, pretrained=True, img_size=input_size, **model_kwargs)
-                return model, f"hub:{name}", "timm"
-            except Exception as error:  # noqa: BLE001 (timm raises whatever the download raised)
+                path, _ = fetch_timm_weights(
+                    name, what=f"teacher {name!r}", cache_dir=hub_cache_dir(),
+                    local_option="--teacher-weights FILE.safetensors (teacher_weights=...)")
+            except HubError as error:
                 if weights == "hub":
                     raise TeacherWeightsError(
-                        f"could not fetch the weights of teacher {name!r} from the Hub ({type(error).__name__}: "
-                        f"{error}). Give a local copy with --teacher-weights FILE.safetensors (teacher_weights=...), "
-                        "or pass teacher_weights='random' for a plumbing run."
+                        f"could not fetch the weights of teacher {name!r} from the Hub: {error} For a plumbing run, "
+                        "pass teacher_weights='random'."
                     ) from error
-                reason = f"the Hub is unreachable ({type(error).__name__})"
+                reason = f"the Hub could not give them ({type(error).__name__})"
+            else:
+                model, layout = Teacher._from_file(name, path, input_size, model_kwargs)
+                return model, f"hub:{name}", layout
         else:
             reason = "teacher_weights='random'"
         warnings.warn(

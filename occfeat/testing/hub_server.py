@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +46,7 @@ class HubServer:
         self.request_log: list[tuple[str, str]] = []
         self.tokens: list[str] = []
         self._state = HubState()
+        self._misbehaviour: _Misbehaviour | None = None
         self._httpd = _HTTPServer(self)
         # A short poll interval keeps stop() fast: shutdown() waits for serve_forever to look at its flag.
         self._thread = threading.Thread(
@@ -133,6 +136,26 @@ class HubServer:
         finally:
             self._state.corrupted.discard(key)
 
+    @contextlib.contextmanager
+    def misbehaving(
+        self, how: str, *, status: int = 500, message: str = "Internal Error", seconds: float = 2.0
+    ) -> Iterator[None]:
+        """Within the block, answer every request the way a broken Hub, proxy or network does:
+
+        - ``"status"``: the error ``status`` with ``message`` and no ``X-Error-Code`` (500: the Hub failed; 401 with
+          ``message="Invalid credentials in Authorization header"``: a refused token);
+        - ``"garbage"``: bytes that are not HTTP (the client sees a protocol error);
+        - ``"redirect-loop"``: ``302`` back to the same address, for ever (too many redirects);
+        - ``"stall"``: wait ``seconds`` before answering normally (a timeout, for a client that waits less).
+        """
+        if how not in _MISBEHAVIOURS:
+            raise InputError(f"misbehaving({how!r}): expected one of {sorted(_MISBEHAVIOURS)}")
+        self._misbehaviour = _Misbehaviour(how, status, message, seconds)
+        try:
+            yield
+        finally:
+            self._misbehaviour = None
+
     # --- looking at what happened ------------------------------------------------------------------------------------
 
     def resolve(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> str:
@@ -173,6 +196,19 @@ def _content(path: str, value: bytes | str | Path) -> bytes:
     if isinstance(value, Path):
         return value.read_bytes()
     raise InputError(f"content of {path!r} must be bytes, str (UTF-8 text) or Path, got {type(value).__name__}")
+
+
+_MISBEHAVIOURS = ("status", "garbage", "redirect-loop", "stall")
+
+
+@dataclass(frozen=True)
+class _Misbehaviour:
+    """How every request is answered during ``HubServer.misbehaving``."""
+
+    how: str
+    status: int
+    message: str
+    seconds: float
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -218,8 +254,20 @@ class _Handler(BaseHTTPRequestHandler):
             body=self.rfile.read(int(self.headers.get("Content-Length") or 0)),
             token=token,
         )
+        misbehaviour = hub._misbehaviour
+        if misbehaviour is not None and misbehaviour.how == "garbage":
+            self.close_connection = True
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            return
+        if misbehaviour is not None and misbehaviour.how == "stall":
+            time.sleep(misbehaviour.seconds)
         try:
-            reply = answer(hub._state, request, hub.endpoint)
+            if misbehaviour is not None and misbehaviour.how == "status":
+                raise HubError(misbehaviour.status, misbehaviour.message)
+            if misbehaviour is not None and misbehaviour.how == "redirect-loop":
+                reply = Answer(302, b"", {"Location": self.path})
+            else:
+                reply = answer(hub._state, request, hub.endpoint)
         except HubError as error:
             reply = Answer.error(error)
         except (KeyError, TypeError, ValueError) as error:  # a payload without the fields the Hub expects

@@ -17,11 +17,20 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, InputError, OccfeatError, UnknownNameError
+from ..errors import (  # LoadError, WeightsNotPublishedError, UnsafeWeightsError are also imported from here
+    ConfigError,
+    HubError,
+    InputError,
+    LoadError,
+    OccfeatError,
+    UnknownNameError,
+    UnsafeWeightsError,
+    WeightsNotPublishedError,
+)
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config, list_models
 from ..models.load_report import LoadReport
 from ..models.compile import CompileOption, compile_model, compile_options
-from .hub import commit_of, fetch_file
+from .hub import announced_sha256, commit_of, fetch_file, verify_file
 from .registry import WeightSpec, get_weights
 
 CONFIG_FILE = "config.json"
@@ -30,16 +39,10 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 
 
-class LoadError(OccfeatError, RuntimeError):
-    """The weights do not fit the network in a way nobody declared (missing, unexpected or mis-shaped keys)."""
+__all__ = ["LoadError", "LoadReport", "UnsafeWeightsError", "WeightsNotPublishedError", "load",
+           "load_distributed", "load_for_finetuning", "training_load_kwargs"]
 
 
-class WeightsNotPublishedError(OccfeatError, LookupError):
-    """The registry knows these weights but they are not on the Hub yet."""
-
-
-class UnsafeWeightsError(OccfeatError, ValueError):
-    """A pickle-based checkpoint was offered: occfeat never unpickles weights."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,11 +61,34 @@ class _Source:
     reinit_keys: tuple[str, ...] = ("heads.*",)
 
 
+def read_config_document(path: Path) -> dict[str, Any]:
+    """A ``config.json`` as a dict; anything else (not UTF-8, not JSON, nested too deep, not an object) is a
+    ``ConfigError`` naming the file. A Hub copy of it comes from whoever controls that repository."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ConfigError(f"{path}: not a readable JSON file ({type(error).__name__}: {str(error)[:200]}). Write it "
+                          "with occfeat.save_pretrained.") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}. Write it with occfeat.save_pretrained.")
+    provenance = data.get("provenance")
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ConfigError(f"{path}: 'provenance' must be an object, got {type(provenance).__name__}.")
+    return data
+
+
 def _read_config(path: Path) -> tuple[BEVModelConfig, dict[str, Any]]:
-    data = json.loads(path.read_text())
-    if "model" not in data:
+    data = read_config_document(path)
+    if not isinstance(data.get("model"), dict):
         raise ConfigError(f"{path}: not an occfeat config.json (no 'model' section). Write it with occfeat.save_pretrained.")
-    return BEVModelConfig.from_dict(data["model"]), data
+    try:
+        config = BEVModelConfig.from_dict(data["model"])
+    except OccfeatError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as error:  # a field of the wrong type
+        raise ConfigError(f"{path}: its 'model' section does not describe an occfeat network ({type(error).__name__}: "
+                          f"{str(error)[:200]}). Write config.json with occfeat.save_pretrained.") from error
+    return config, data
 
 
 def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: dict[str, Any], overrides: dict) -> _Source:
@@ -72,7 +98,7 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
             raise InputError(f"{name}: {folder / CONFIG_FILE} does not exist; a local-dir holds config.json + model.safetensors.")
         config, data = _read_config(folder / CONFIG_FILE)
         weights = folder / WEIGHTS_FILE if pretrained else None
-        provenance = {"source": "local-dir", "path": str(folder), **data.get("provenance", {})}
+        provenance = {"source": "local-dir", "path": str(folder), **(data.get("provenance") or {})}
         return _Source(name, config.replace(**overrides), weights, provenance=provenance)
 
     if name.startswith("hf-hub:"):
@@ -116,17 +142,31 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
             f"`{spec.recipe.get('export', 'occfeat export RUN_DIR --out DIR')}` and load with occfeat.load('local-dir:DIR'); "
             f"or build the architecture untrained with occfeat.load({spec.id!r}, pretrained=False)."
         )
+    # An explicit revision overrides the registry's pin: the pin's sha256s describe the pinned commit only, so other
+    # bytes at another commit are not "corrupt". A revision that resolves to the pinned commit is checked against them.
+    at_pin = revision is None or revision == spec.commit
     weights = None
-    hashes, inherited = {}, {}
+    hashes, inherited, commits = {}, {}, set()
     for file in spec.files:
-        path = fetch_file(spec.repo, file.path, revision=revision or spec.commit, expected=file, weight_id=spec.id, **hub_kwargs)
-        hashes[file.path] = file.sha256
+        path = fetch_file(spec.repo, file.path, revision=revision or spec.commit, expected=file if at_pin else None,
+                          weight_id=spec.id, **hub_kwargs)
+        commit = spec.commit if at_pin else commit_of(path)
+        if commit == spec.commit:
+            if not at_pin and hub_kwargs.get("verify") != "never":
+                verify_file(path, file, always=hub_kwargs.get("verify") == "always", weight_id=spec.id)
+            hashes[file.path] = file.sha256
+        commits.add(commit)
         if file.path.endswith(".safetensors"):
             weights = path
         if file.path == CONFIG_FILE:  # verified like the weights: what made them (the registry entry builds the net)
-            inherited = _inherited(json.loads(path.read_text()))
-    provenance = {"source": "registry", "id": spec.id, "repo": spec.repo, "commit": revision or spec.commit,
-                  "sha256": hashes, "pinned": revision is None, **inherited}
+            inherited = _inherited(read_config_document(path))
+    if len(commits) > 1:
+        raise HubError(f"{spec.id}: revision {revision!r} of {spec.repo} moved while its files were downloaded "
+                       f"(commits {sorted(map(str, commits))}); load again, or pass a commit id as revision.")
+    commit = commits.pop() if commits else spec.commit
+    provenance = {"source": "registry", "id": spec.id, "repo": spec.repo, "commit": commit,
+                  **({"sha256": hashes} if hashes else {}), "pinned": commit == spec.commit,
+                  **({"revision": revision} if revision is not None and revision != commit else {}), **inherited}
     return _Source(spec.id, config, weights, spec=spec, provenance=provenance, reinit_keys=spec.reinit_keys)
 
 
@@ -223,7 +263,9 @@ def load(
         num_classes: number of map classes of a new ``map`` head (re-initialised, said in the report).
         parts: load only these parts (e.g. ``("backbone", "neck", "view_transform")``); the others stay freshly
             initialised.
-        revision: a Hub revision instead of the registry's pinned commit (then the sha256 pin does not apply).
+        revision: a Hub revision (branch, tag or commit) instead of the registry's pinned commit. It overrides the
+            pin: the registry's sha256s apply only when it resolves to the pinned commit, and the provenance records
+            the commit it resolved to.
         checkpoint: a local ``.safetensors`` state dict applied after building, or the folder of an ``occfeat
             finetune`` / ``occfeat pretrain`` run (its best weights, else its latest checkpoint; the network only).
         strict: ``"auto"`` raises on anything undeclared (a missing key outside the re-initialisable heads, an
@@ -299,7 +341,15 @@ def _read_safetensors(path: Path, device: torch.device) -> dict[str, Tensor]:
         )
     if not path.is_file():
         raise InputError(f"weights file {path} does not exist.")
-    return load_file(str(path), device=str(device))
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        recheck = (" It is a Hub download: load again with verify=\"always\" to check it against the sha256 the "
+                   "server announced and fetch it afresh." if announced_sha256(path, path.name) else "")
+        raise LoadError(f"{path}: not a readable safetensors file ({error}); damaged, truncated, or not weights."
+                        f"{recheck}") from error
 
 
 def _assign(
@@ -350,6 +400,7 @@ def _assign(
             + "Pass strict=False to load what fits, parts=(...) to load some parts, or key_map={...} to rename keys."
         )
     usable = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == expected[k]}
+    usable = _checked_values(usable, model, source.description, report)
     model.load_state_dict(usable, strict=False, assign=True)
     report.loaded = sorted(usable)
     # Whatever is still on the meta device was not loaded: build those parts fresh on the device, keeping what loaded.
@@ -362,6 +413,34 @@ def _assign(
             fresh.load_state_dict({k[len(prefix) :]: v for k, v in usable.items() if k.startswith(prefix)}, strict=False)
             setattr(model, part, fresh)
     return report
+
+
+def _checked_values(state: dict[str, Tensor], model: BEVModel, source: str, report: LoadReport) -> dict[str, Tensor]:
+    """The tensors to load, in the network's dtypes. A floating tensor of another floating dtype (float16, float64)
+    is cast and listed in ``report.cast``; an integer where a float is expected (or the reverse) and any NaN or
+    infinity are a ``LoadError`` naming the tensors: they would fail, or give NaN, at the first forward."""
+    wanted = {k: v.dtype for k, v in model.state_dict().items()}
+    wrong_kind, non_finite, checked = [], [], {}
+    for key, tensor in state.items():
+        target = wanted[key]
+        if tensor.dtype != target:
+            if tensor.dtype.is_complex or tensor.dtype.is_floating_point != target.is_floating_point:
+                wrong_kind.append(f"{key} ({str(tensor.dtype).replace('torch.', '')}, expected "
+                                  f"{str(target).replace('torch.', '')})")
+                continue
+            report.cast[key] = f"{str(tensor.dtype).replace('torch.', '')} -> {str(target).replace('torch.', '')}"
+            tensor = tensor.to(target)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            non_finite.append(key)
+        checked[key] = tensor
+    if wrong_kind:
+        raise LoadError(f"{source}: {len(wrong_kind)} tensors have a dtype the network cannot take, e.g. "
+                        f"{wrong_kind[:3]}. The file does not hold this network's weights (or was quantised): export "
+                        "the weights in floating point (occfeat.save_pretrained).")
+    if non_finite:
+        raise LoadError(f"{source}: {len(non_finite)} tensors hold NaN or infinite values, e.g. {non_finite[:3]}. The "
+                        "weights are damaged or their training diverged: use an earlier checkpoint.")
+    return checked
 
 
 def load_for_finetuning(name: str | BEVModel, *, image_size: tuple[int, int] | None = None, **load_kwargs: Any) -> BEVModel:

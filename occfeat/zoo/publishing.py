@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, HubError, InputError
 from ..io import atomic_write
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config
 from ..models.load_report import describe_backbone_init
 from ..io import sha256_file
-from .loading import CONFIG_FILE, WEIGHTS_FILE
-from .registry import WeightSpec
+from .loading import CONFIG_FILE, WEIGHTS_FILE, read_config_document
+from .registry import WeightSpec, check_weight_id
 
 CARD_FILE = "README.md"
+# What ``save_pretrained`` writes, and so all that ``push_to_hub`` uploads from a folder: never a leftover temporary
+# file of an interrupted save, notes, or anything else that happens to be there.
+PUBLISHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 
 
 def config_document(config: BEVModelConfig, spec: WeightSpec | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -56,7 +60,7 @@ def save_pretrained(
     provenance = {**getattr(model, "provenance", {}), **(provenance or {})}
     document = config_document(model.config, spec, provenance)
     if weight_id:
-        document["weight_id"] = weight_id
+        document["weight_id"] = check_weight_id(weight_id)
     if parts is not None and (unknown := [p for p in parts if p not in PARTS]):
         raise ConfigError(f"parts={list(parts)}: unknown part(s) {unknown}; parts are {list(PARTS)}.")
     kept = tuple(parts) if parts is not None else PARTS
@@ -122,7 +126,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
     """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    title = spec.id if spec else (document or {}).get("weight_id") or config.arch
+    title = check_weight_id(spec.id if spec else (document or {}).get("weight_id") or config.arch, "the card's weight id")
     converted = bool(spec and "convert" in spec.recipe)  # another project's release, converted by the user
     metrics = list(spec.metrics) if spec else []
     data = ModelCardData(
@@ -140,7 +144,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         "",
         "```python",
         "import occfeat",
-        f'model = occfeat.load("{"local-dir:" if converted else ""}{title}")',
+        f'model = occfeat.load({json.dumps(("local-dir:" if converted else "") + title)})',  # a valid literal, always
         "print(model.load_report)",
         "```",
         "",
@@ -222,26 +226,39 @@ def push_to_hub(
 ) -> dict[str, Any]:
     """Upload a ``save_pretrained`` folder (written first when given a model) to ``repo_id``.
 
-    Returns ``{"repo", "commit", "files": {path: sha256}, "registry_entry"}`` and prints the registry entry to add
-    (pinning the commit and the sha256s), so the new weights can be loaded by name.
-    """
-    from huggingface_hub import HfApi
+    Only the files ``save_pretrained`` writes are uploaded (``PUBLISHED_FILES``: ``config.json``,
+    ``model.safetensors``, ``README.md``); anything else in the folder (a temporary file left by an interrupted save,
+    notes) stays behind, is named in a warning and listed under ``"skipped"``.
 
+    Returns ``{"repo", "commit", "files": {path: sha256}, "registry_entry", "skipped"}`` and prints the registry entry
+    to add (pinning the commit and the sha256s), so the new weights can be loaded by name.
+    """
+    if weight_id is not None:
+        check_weight_id(weight_id)
     with tempfile.TemporaryDirectory() as scratch:
         if isinstance(model_or_folder, (str, Path)):
             folder = Path(model_or_folder)
-            config = json.loads((folder / CONFIG_FILE).read_text())
         else:
             folder = Path(scratch)
             save_pretrained(model_or_folder, folder, weight_id=weight_id)
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        api = HfApi(endpoint=endpoint, token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
-        commit = getattr(info, "oid", None) or getattr(info, "commit_id", None)
-        files = {p.name: (sha256_file(p), p.stat().st_size) for p in sorted(folder.iterdir())
-                 if p.is_file() and p.suffix in (".safetensors", ".json")}
-    weight_id = weight_id or config.get("weight_id") or f"{config['architecture']}.custom"
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise InputError(f"push_to_hub({str(folder)!r}): {missing} missing; the folder must be written by "
+                             "occfeat.save_pretrained (or `occfeat export`).")
+        config = read_config_document(folder / CONFIG_FILE)
+        absent = [key for key in ("architecture", "model", "input", "classes") if key not in config]
+        if absent:
+            raise ConfigError(f"{folder / CONFIG_FILE}: no {absent}; write the folder with occfeat.save_pretrained.")
+        weight_id = check_weight_id(weight_id or config.get("weight_id") or f"{config.get('architecture')}.custom")
+        uploaded = [name for name in PUBLISHED_FILES if (folder / name).is_file()]
+        skipped = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if p.name not in uploaded)
+        if skipped:
+            warnings.warn(f"push_to_hub: uploading {uploaded} from {folder}; skipped {skipped} (not written by "
+                          "save_pretrained).", stacklevel=2)
+        commit = _upload(folder, uploaded, repo_id, endpoint=endpoint, token=token, private=private,
+                         commit_message=commit_message)
+        files = {name: (sha256_file(folder / name), (folder / name).stat().st_size) for name in uploaded
+                 if name != CARD_FILE}
     template = {
         "architecture": config["architecture"], "aliases": [], "model_args": _model_args(config),
         "input": config["input"], "classes": config["classes"], "parts": {p: p + "." for p in config.get("parts", PARTS)},
@@ -251,7 +268,37 @@ def push_to_hub(
     entry = registry_entry(template, repo_id, commit, files)
     if print_entry:
         print(json.dumps({"weights": {weight_id: entry}}, indent=2))
-    return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry}
+    return {"repo": repo_id, "commit": commit, "files": {k: v[0] for k, v in files.items()}, "registry_entry": entry,
+            "skipped": skipped}
+
+
+def _upload(folder: Path, names: list[str], repo_id: str, *, endpoint: str | None, token: str | bool | None,
+            private: bool, commit_message: str) -> str:
+    """Create ``repo_id`` if needed and commit exactly ``names`` from ``folder``; returns the commit id. The Hub's
+    and the connection's failures become ``HubError`` (a bad repository id, ``InputError``)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    from .hub import connection_error_types, first_line_of
+
+    _, connection_failed = connection_error_types()
+    where = f"{repo_id} at {endpoint or 'the Hub'}"
+    try:
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
+        info = api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+    except HFValidationError as error:
+        raise InputError(f"push_to_hub: {repo_id!r} is not a valid Hub repository id ({error}).") from error
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        hint = ("pass a token that may write to it (token=..., or `hf auth login`)" if status in (401, 403)
+                else "try again later")
+        raise HubError(f"push_to_hub to {where}: the Hub answered {status} ({first_line_of(error)}); {hint}.") from error
+    except connection_failed as error:
+        raise HubError(f"push_to_hub to {where}: the connection failed ({type(error).__name__}: "
+                       f"{first_line_of(error)}). Check the endpoint, proxy and network.") from error
+    return getattr(info, "oid", None) or getattr(info, "commit_id", None)
 
 
 def _model_args(config: dict[str, Any]) -> dict[str, Any]:

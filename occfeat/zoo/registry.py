@@ -26,6 +26,15 @@ from ..errors import ConfigError, UnknownNameError
 REGISTRY_ENV = "OCCFEAT_REGISTRY"
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Names that travel into file paths (bundles), Hub repositories and the code snippet of generated model cards: letters,
+# digits, '.', '_', '-', starting with a letter or digit, with at most one 'namespace/' in front. No quotes, spaces,
+# newlines or '..' components can get through.
+WEIGHT_ID_PATTERN = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
+_MAX_NAME_LENGTH = 128
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# A file inside a Hub repository or bundle folder: relative, '/'-separated, every part a plain name (so no absolute
+# path, drive, backslash, '.' or '..' part).
+_FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _REQUIRED = ("architecture", "aliases", "hub", "files", "model_args", "input", "classes", "parts", "reinit_keys",
              "license", "dataset", "paper", "metrics", "recipe")
 
@@ -133,12 +142,33 @@ def check_entry_matches(spec: WeightSpec, config: Any) -> None:
                           f"parts {list(PARTS)} to their state-dict prefixes ('backbone': 'backbone.', ...).")
 
 
+def check_weight_id(name: Any, what: str = "weight id") -> str:
+    """``name`` if it is a safe weight id or alias (``WEIGHT_ID_PATTERN``), else a ``ConfigError`` saying why."""
+    if not isinstance(name, str) or len(name) > _MAX_NAME_LENGTH or not WEIGHT_ID_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"{what} {name!r} is not a valid name: use letters, digits, '.', '_' and '-', starting with a letter or a "
+            f"digit, at most {_MAX_NAME_LENGTH} characters, optionally after one 'namespace/' (e.g. "
+            "'simplebev-tiny.my-run'). Quotes, spaces and line breaks are refused: the name goes into file paths and "
+            "the model card's code."
+        )
+    return name
+
+
+def is_safe_file_path(path: Any) -> bool:
+    """Whether ``path`` is a relative, '/'-separated path of plain names, which stays inside any folder it is joined
+    to (no absolute path, drive, backslash, '.' or '..' part)."""
+    return isinstance(path, str) and len(path) <= 255 and all(_FILE_PART.fullmatch(part) for part in path.split("/"))
+
+
 def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:
     """Raise ``ConfigError`` naming the field when a registry entry is malformed."""
 
     def fail(message: str) -> None:
         raise ConfigError(f"weights registry entry {weight_id!r}: {message}")
 
+    check_weight_id(weight_id)
+    if not isinstance(entry, dict):
+        fail(f"expected an object, got {type(entry).__name__}.")
     if "." not in weight_id or weight_id.split(".", 1)[0] != entry.get("architecture"):
         fail("the id must be '{architecture}.{tag}' with the entry's architecture as prefix.")
     missing = [k for k in _REQUIRED if k not in entry]
@@ -147,11 +177,20 @@ def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:
     hub = entry["hub"]
     if not isinstance(hub, dict) or "repo" not in hub or "commit" not in hub:
         fail("'hub' must be {'repo': 'org/name', 'commit': 40-hex or null}.")
+    if hub["repo"] is not None and not (isinstance(hub["repo"], str) and _REPO_ID.fullmatch(hub["repo"])):
+        fail(f"hub.repo={hub['repo']!r} is not a Hub repository id 'namespace/name'.")
     if hub["commit"] is not None and not _HEX40.match(str(hub["commit"])):
         fail(f"hub.commit={hub['commit']!r} is not a 40-hex commit id (pin a commit, never a branch).")
     if hub["commit"] is not None and not entry["files"]:
         fail("a pinned commit needs its files with sha256 and size.")
+    if not isinstance(entry["files"], dict):
+        fail("'files' must map each file's path to its sha256 and size.")
     for path, spec in entry["files"].items():
+        if not is_safe_file_path(path):
+            fail(f"files[{path!r}]: a file's path must be relative inside the repository ('model.safetensors', "
+                 "'sub/model.safetensors'): no absolute path, backslash, '.' or '..' part.")
+        if not isinstance(spec, dict):
+            fail(f"files[{path!r}] must be {{'sha256': 64-hex, 'size': bytes}}.")
         if not _HEX64.match(str(spec.get("sha256", ""))) or not isinstance(spec.get("size"), int) or spec["size"] <= 0:
             fail(f"files[{path!r}] needs a 64-hex sha256 and a positive integer size.")
         if path.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
@@ -161,6 +200,8 @@ def validate_entry(weight_id: str, entry: dict[str, Any]) -> None:
             fail(f"input.{name} is required.")
     if not isinstance(entry["aliases"], list):
         fail("'aliases' must be a list.")
+    for alias in entry["aliases"]:
+        check_weight_id(alias, f"weights registry entry {weight_id!r}: alias")
 
 
 def _spec(weight_id: str, entry: dict[str, Any], source: str) -> WeightSpec:
@@ -212,6 +253,7 @@ class _Registry:
         return self._specs
 
     def add(self, data: dict[str, Any], source: str) -> list[str]:
+        _check_document(data, source)
         for weight_id, entry in data.get("weights", {}).items():
             validate_entry(weight_id, entry)
         self._extra.append((data, source))
@@ -246,9 +288,16 @@ def _read_registry_file(path: Path, origin: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"weights registry file {path} (from {origin}) does not exist.")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"weights registry file {path}: not valid JSON ({exc}).") from exc
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"weights registry file {path}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]}).") from exc
+    _check_document(data, str(path))
+    return data
+
+
+def _check_document(data: Any, source: str) -> None:
+    if not isinstance(data, dict) or not isinstance(data.get("weights", {}), dict):
+        raise ConfigError(f"weights registry {source}: expected an object {{\"weights\": {{id: entry, ...}}}}.")
 
 
 REGISTRY = _Registry()

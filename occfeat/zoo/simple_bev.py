@@ -33,7 +33,7 @@ from torch import Tensor
 from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..conventions.geometry import BEVGrid
 from ..errors import ConfigError, InputError
-from ..io import read_pickled_weights
+from ..io import check_output_path, read_pickled_weights
 
 SOURCE = "https://github.com/aharley/simple_bev"
 CHECKPOINT_URL = "https://www.dropbox.com/s/n93ryvrqyiram56/rgb_checkpoint.tar.gz"
@@ -176,11 +176,16 @@ def convert_simple_bev_checkpoint(
     image_size: Sequence[int] = IMAGE_SIZE,
 ) -> dict[str, Any]:
     """Write Simple-BEV's checkpoint as a ``save_pretrained`` folder; ``occfeat.load("local-dir:OUT")`` loads it with
-    a clean report. Returns ``{"converted", "dropped", "dropped_groups", "load_report", "files"}``."""
+    a clean report. Returns ``{"converted", "dropped", "dropped_groups", "load_report", "files"}``.
+
+    ``out`` is checked before the checkpoint is read (an ``InputError`` for a file in its place or in the place of a
+    parent folder); missing parent folders are created. The checkpoint's tensors are bounded before any is copied
+    (``occfeat.io.read_pickled_weights``)."""
     from ..models import BEVModel
     from .loading import load
     from .publishing import save_pretrained
 
+    out = check_output_path(out, kind="folder", what="occfeat convert simple-bev: the output folder")
     config = simple_bev_config(grid_zyx, image_size)
     state, dropped = simple_bev_to_occfeat(read_simple_bev_checkpoint(checkpoint), config)
     with torch.device("meta"):
@@ -216,26 +221,56 @@ def simple_bev_inputs(
     Args:
         rgb_camXs: (B, S, 3, H, W) images in [-0.5, 0.5] (Simple-BEV's ``imgs - 0.5``).
         pix_T_cams: (B, S, 4, 4) intrinsics in pixels of those images.
-        cam0_T_camXs: (B, S, 4, 4) camera -> camera-0 transforms; camera 0 is the reference camera (CAM_FRONT after
-            Simple-BEV's ``move_refcam``).
+        cam0_T_camXs: (B, S, 4, 4) camera -> reference-camera transforms. The reference camera is the one whose
+            transform is the identity: index 0 after Simple-BEV's ``move_refcam`` (CAM_FRONT), but any index (and a
+            different one per sample) is fine, as it is for ``Segnet``, whose voxel grid lies in the frame these
+            transforms map to whatever the camera order.
         reference_camera: where the converted config expects the reference camera (its ``raster_camera``).
 
-    "ego" becomes camera 0's frame, and the cameras 0 and ``reference_camera`` swap places (undoing ``move_refcam``),
-    so the converted network's raster is camera 0's, as in Simple-BEV. Outputs do not depend on the order of the
-    other cameras.
+    "ego" becomes the reference camera's frame, and in each sample the reference camera and the camera at
+    ``reference_camera`` swap places (with the reference at index 0, this undoes ``move_refcam``), so that the
+    converted network's raster is the reference camera's frame, as Segnet's grid is. Outputs do not depend on the
+    order of the other cameras. Raises ``InputError`` when no camera of a sample has the identity transform.
     """
     if rgb_camXs.dim() != 5 or tuple(pix_T_cams.shape[-2:]) != (4, 4) or tuple(cam0_T_camXs.shape[-2:]) != (4, 4):
         raise InputError(f"simple_bev_inputs: rgb_camXs {tuple(rgb_camXs.shape)}, pix_T_cams {tuple(pix_T_cams.shape)}, "
                          f"cam0_T_camXs {tuple(cam0_T_camXs.shape)}: expected (B, S, 3, H, W), (B, S, 4, 4), (B, S, 4, 4).")
-    cameras = rgb_camXs.shape[1]
+    batch, cameras = rgb_camXs.shape[:2]
+    if tuple(pix_T_cams.shape[:2]) != (batch, cameras) or tuple(cam0_T_camXs.shape[:2]) != (batch, cameras):
+        raise InputError(f"simple_bev_inputs: rgb_camXs has (B, S) = {(batch, cameras)}, pix_T_cams "
+                         f"{tuple(pix_T_cams.shape[:2])}, cam0_T_camXs {tuple(cam0_T_camXs.shape[:2])}: give every "
+                         "camera its intrinsics and its transform, in the same order.")
     if not 0 <= reference_camera < cameras:
         raise InputError(f"simple_bev_inputs: reference_camera={reference_camera} but there are {cameras} cameras.")
-    order = list(range(cameras))
-    order[0], order[reference_camera] = order[reference_camera], order[0]
+    reference = _reference_camera_per_sample(cam0_T_camXs)
+    order = torch.arange(cameras, device=reference.device).repeat(batch, 1)  # (B, S): new position -> old camera
+    samples = torch.arange(batch, device=reference.device)
+    order[samples, reference] = reference_camera
+    order[:, reference_camera] = reference
     mean = rgb_camXs.new_tensor(image_mean).view(1, 1, 3, 1, 1)
     std = rgb_camXs.new_tensor(image_std).view(1, 1, 3, 1, 1)
+    pick = (samples[:, None], order.to(rgb_camXs.device))
     return {
-        "images": ((rgb_camXs + 0.5 - mean) / std)[:, order],
-        "intrinsics": pix_T_cams[:, order, :3, :3],
-        "cam_to_ego": cam0_T_camXs[:, order],
+        "images": ((rgb_camXs + 0.5 - mean) / std)[pick],
+        "intrinsics": pix_T_cams[pick][..., :3, :3],
+        "cam_to_ego": cam0_T_camXs[pick],
     }
+
+
+# A transform counts as the identity within this (float32 round-off of Simple-BEV's inverse(ref) @ ref is ~1e-7).
+_IDENTITY_TOLERANCE = 1e-4
+
+
+def _reference_camera_per_sample(cam0_T_camXs: Tensor) -> Tensor:
+    """(B,) the index of each sample's first camera whose camera -> reference transform is the identity."""
+    identity = torch.eye(4, dtype=cam0_T_camXs.dtype, device=cam0_T_camXs.device)
+    is_reference = (cam0_T_camXs - identity).abs().flatten(-2).amax(-1) <= _IDENTITY_TOLERANCE  # (B, S)
+    missing = (~is_reference.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise InputError(
+            f"simple_bev_inputs: in sample(s) {missing[:5]}, no camera has the identity transform in cam0_T_camXs: the "
+            "converted network's raster is the frame of one camera of the batch (Simple-BEV's reference camera, "
+            "CAM_FRONT). Give the transforms relative to one of the cameras (cam0_T_camXs = inverse(world_T_cam0) "
+            "@ world_T_camX, as Simple-BEV's data loader computes them)."
+        )
+    return is_reference.int().argmax(dim=1)  # the first True
