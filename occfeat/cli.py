@@ -200,6 +200,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .io import check_output_path
+
+    check_output_path(args.out, kind="folder", what="--out")  # before the evaluation, not after it
     from .data import NuScenesBEV, data_options
     from .data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption
     from .data.labels import check_label_protocol
@@ -260,6 +263,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .finetune.training import export_run
+    from .io import check_output_path
+
+    check_output_path(args.out, kind="folder", what="--out")
     from .pretrain.training import export_pretrain_run, is_pretrain_run
 
     if is_pretrain_run(args.run):

@@ -166,3 +166,16 @@ def test_the_cli_tells_usage_errors_from_runtime_errors_and_prints_one_line(synt
     assert main(["finetune", "simplebev-tiny", *data, "--out", str(finished_run)]) == EXIT_ERROR == 1
     err = capsys.readouterr().err
     assert err.startswith("occfeat: error: ") and err.count("\n") == 1 and "holds another run" in err
+
+
+@pytest.mark.parametrize("verb", [["synth", "{bad}/world", "--scenes", "1"], ["export", "{run}", "--out", "{bad}/x"],
+                                  ["evaluate", "simplebev-tiny", "--dataroot", "unused", "--out", "{bad}/eval"]])
+def test_output_paths_under_a_file_are_one_line_errors_before_any_work(verb, finished_run, tmp_path, capsys):
+    from occfeat.cli import EXIT_ERROR, main
+
+    bad = tmp_path / "a-file"
+    bad.write_text("not a folder")
+    argv = [a.format(bad=bad, run=finished_run) for a in verb]
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("occfeat: error: ") and "is a file" in err and err.count("\n") == 1

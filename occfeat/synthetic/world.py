@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..io import check_output_path
 from ..conventions.geometry import NUSCENES_CAMERAS
 from .annotate import points_in_boxes, visible_fractions
 from .catalog import visibility_token
@@ -130,7 +131,7 @@ def generate_world(
     image_hw = (int(image_hw[0]), int(image_hw[1]))
     instance_masks = instance_masks or semantic_maps
     started = time.perf_counter()
-    root = Path(out_dir)
+    root = check_output_path(out_dir, kind="folder", what="the world's dataroot")
     _clear(root, version, overwrite)
     for folder in [*(f"samples/{c}" for c in (*NUSCENES_CAMERAS, LIDAR_CHANNEL)), f"sweeps/{LIDAR_CHANNEL}", "maps"]:
         (root / folder).mkdir(parents=True, exist_ok=True)
