@@ -52,6 +52,11 @@ if TYPE_CHECKING:
     from .zoo.registry import get_weights, list_weights, register_weights
 
 
+def __dir__() -> list[str]:
+    """The lazily loaded names too: ``dir(occfeat)`` and tab completion show ``load``, ``create_model``, ..."""
+    return sorted({*globals(), *_LAZY})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

@@ -401,8 +401,16 @@ def _add_synth_verb(verbs: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=_cmd_synth)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every verb's parser: no abbreviations (``--frac`` is not silently ``--fraction``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="occfeat", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES)
+    parser = _Parser(prog="occfeat", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"occfeat {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -412,45 +420,46 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     models.set_defaults(func=_cmd_models)
 
     listing = verbs.add_parser("list", help="list the registered weights (no torch import)")
-    listing.add_argument("pattern", nargs="?", default="*")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'bevformer-*'")
+    listing.add_argument("--json", action="store_true", help="print the entries as JSON")
     listing.add_argument("--markdown", action="store_true", help="the markdown table of the README's zoo section")
     listing.set_defaults(func=_cmd_list)
 
     info = verbs.add_parser("info", help="everything the registry knows about a weight id or alias")
-    info.add_argument("id")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("id", help="a weight id or alias (`occfeat list`), or an architecture (`occfeat models`)")
+    info.add_argument("--json", action="store_true", help="print the entry as JSON")
     info.set_defaults(func=_cmd_info)
 
     hub_options = argparse.ArgumentParser(add_help=False)
     hub_options.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HOME's)")
-    hub_options.add_argument("--json", action="store_true")
+    hub_options.add_argument("--json", action="store_true", help="print the result as JSON")
 
     download = verbs.add_parser("download", parents=[hub_options], help="fetch and verify weights (optionally into a bundle)")
-    download.add_argument("ids", nargs="+")
+    download.add_argument("ids", nargs="+", help="weight ids or aliases (`occfeat list`)")
     download.add_argument("--bundle", default=None, help="also copy them into plain folders here (air-gapped use)")
     download.add_argument("--endpoint", default=None, help="Hub endpoint (a mirror)")
     download.set_defaults(func=_cmd_download)
 
     verify = verbs.add_parser("verify", parents=[hub_options], help="re-hash cached weights against the registry")
-    verify.add_argument("ids", nargs="*")
+    verify.add_argument("ids", nargs="*", help="weight ids or aliases (default: every cached one)")
     verify.set_defaults(func=_cmd_verify)
 
     env = verbs.add_parser("env", help="versions, cache, endpoint and offline flags (paste into bug reports)")
-    env.add_argument("--json", action="store_true")
+    env.add_argument("--json", action="store_true", help="print the report as JSON")
     env.set_defaults(func=_cmd_env)
 
     card = verbs.add_parser("card", help="print a weight's model card, or (--out DIR) write the hub/ folders")
-    card.add_argument("ids", nargs="*")
+    card.add_argument("ids", nargs="*", help="weight ids or aliases (default: all)")
     card.add_argument("--out", default=None, help="write DIR/<id>/README.md + config.json for these ids (all if none)")
-    card.add_argument("--json", action="store_true")
+    card.add_argument("--json", action="store_true", help="print the card's config.json instead")
     card.set_defaults(func=_cmd_card)
 
     data_options = argparse.ArgumentParser(add_help=False)
     data_options.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real, or `occfeat synth DIR`)")
     data_options.add_argument("--version", default="v1.0-trainval", help="table folder (v1.0-trainval, v1.0-mini, v1.0-synthetic)")
-    data_options.add_argument("--device", default="auto" if selected in ("finetune", "pretrain") else "cpu")
-    data_options.add_argument("--seed", type=int, default=0)
+    data_options.add_argument("--device", default="auto",
+                              help="auto (CUDA when available, else the CPU; default) | cpu | cuda | cuda:N")
+    data_options.add_argument("--seed", type=int, default=0, help="fixes the subset, the initialisation and the data order (default: 0)")
 
     tune = verbs.add_parser("finetune", parents=[data_options], help="fine-tune a model on a labelled fraction")
     tune.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH, or an architecture (from scratch)")
@@ -460,9 +469,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     tune.add_argument("--subset", default=None, help="or a JSON list of sample tokens")
     tune.add_argument("--recipe", default="nuscenes-224x480", help="nuscenes-224x480 | nuscenes-448x800 | cpu-tiny")
     tune.add_argument("--steps", type=int, default=None, help="override the recipe's schedule")
-    tune.add_argument("--lr", type=float, default=None)
+    tune.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     tune.add_argument("--batch-size", type=int, default=None, help="global batch")
-    tune.add_argument("--num-workers", type=int, default=None)
+    tune.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: the recipe's)")
     tune.add_argument("--val-samples", type=int, default=None, help="evaluate on the first N val samples only")
     tune.add_argument("--freeze", nargs="*", default=[], help="parts to keep frozen, e.g. backbone neck")
     tune.add_argument("--label-protocol", default=None, help="vehicle raster: lss (the literature's, default) | cell-center")
@@ -492,15 +501,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                      "~/.cache/occfeat/teacher-features)")
     pre.add_argument("--no-cache", action="store_true", help="run the teacher on every step instead")
     pre.add_argument("--steps", type=int, default=None, help="override the recipe's epochs")
-    pre.add_argument("--epochs", type=float, default=None)
-    pre.add_argument("--lr", type=float, default=None)
+    pre.add_argument("--epochs", type=float, default=None, help="passes over the split (default: the recipe's)")
+    pre.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     pre.add_argument("--lambda-feat", type=float, default=None, help="weight of the distillation loss")
     pre.add_argument("--pos-weight", type=float, default=None, help="BCE weight of occupied voxels")
     pre.add_argument("--feature-branch", choices=("shared", "separate"), default=None,
                      help="the head's layers for the feature output: shared with occupancy (default) or separate")
     pre.add_argument("--lidar-sweeps", type=int, default=None, help="key frame + previous sweeps aggregated")
     pre.add_argument("--batch-size", type=int, default=None, help="global batch")
-    pre.add_argument("--num-workers", type=int, default=None)
+    pre.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: the recipe's)")
     pre.add_argument("--no-pictures", action="store_true", help="skip the PCA / occupancy pictures at the end")
     pre.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
                      help="torch.compile the pretraining step (default backend inductor; e.g. --compile aot_eager)")
@@ -511,8 +520,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     evaluation = verbs.add_parser("evaluate", parents=[data_options], help="IoU on a split, optionally corrupted")
     evaluation.add_argument("model", help="weight id/alias, hf-hub:REPO, local-dir:PATH")
-    evaluation.add_argument("--split", default="val")
-    evaluation.add_argument("--out", default="outputs/evaluate")
+    evaluation.add_argument("--split", default="val", help="the split to evaluate (default: %(default)s)")
+    evaluation.add_argument("--out", default="outputs/evaluate", help="report folder: eval.json, pictures (default: %(default)s)")
     evaluation.add_argument("--corruption", nargs="+", default=None,
                             help="nuScenes-C corruption name(s), or 'all': several (corruption, severity) pairs print "
                                  "the table with RR and mRR")
@@ -523,13 +532,13 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                                  "without it the corruptions are regenerated on the fly")
     evaluation.add_argument("--label-protocol", default="lss", help="vehicle raster: lss (the literature's) | cell-center")
     evaluation.add_argument("--samples", type=int, default=None, help="first N samples only")
-    evaluation.add_argument("--batch-size", type=int, default=4)
-    evaluation.add_argument("--pictures", type=int, default=4)
+    evaluation.add_argument("--batch-size", type=int, default=4, help="samples per forward (default: %(default)s)")
+    evaluation.add_argument("--pictures", type=int, default=4, help="prediction PNGs to write (0: none)")
     evaluation.set_defaults(func=_cmd_evaluate)
 
     export = verbs.add_parser("export", help="a pretraining or fine-tuning run -> a save_pretrained folder (local-dir:)")
-    export.add_argument("run")
-    export.add_argument("--out", required=True)
+    export.add_argument("run", help="the --out folder of `occfeat finetune` or `occfeat pretrain`")
+    export.add_argument("--out", required=True, help="the folder to write (load it with local-dir:OUT)")
     export.add_argument("--which", choices=("best", "latest"), default="best",
                         help="fine-tuning runs: best evaluation or latest step (pretraining runs export the latest)")
     export.add_argument("--weight-id", default=None, help="pretraining runs: the weight id recorded in config.json")
@@ -542,7 +551,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     onnx_export.add_argument("model", help="weight id/alias, local-dir:PATH, hf-hub:REPO, or an architecture (untrained)")
     onnx_export.add_argument("--out", required=True, help="the .onnx file to write")
     onnx_export.add_argument("--pt2", default=None, help="also write the torch.export program here (.pt2)")
-    onnx_export.add_argument("--opset", type=int, default=18)
+    onnx_export.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     onnx_export.add_argument("--check", action="store_true",
                              help="run the exported file(s) on random inputs against PyTorch and print the difference")
     onnx_export.set_defaults(func=_cmd_export_onnx)
@@ -550,7 +559,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a smaller world and shorter runs (about 3 minutes)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="the seed of every run (default: 0)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
@@ -559,7 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the verb's parser, so that its usage line, not the top-level one, comes with it
+        verb_parser = _verb_parsers(parser).get(getattr(args, "verb", None) or "", parser)
+        verb_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -573,6 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("occfeat: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _verb_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(actions[0].choices) if actions else {}
 
 
 def _one_line(error: BaseException) -> str:

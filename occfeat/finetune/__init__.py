@@ -1,4 +1,7 @@
-"""Fine-tuning BEV segmentation: the loss, the dataset-level IoU metric, freezing parts and optimizer groups."""
+"""Fine-tuning BEV segmentation: ``finetune`` (the training run), the loss, the dataset-level IoU metric, freezing
+parts and optimizer groups."""
+
+from typing import Any
 
 from .freezing import BN_MODES, NO_WEIGHT_DECAY, freeze, param_groups, unfreeze
 from .losses import LOSS_COEFFICIENTS, SegmentationLoss
@@ -14,4 +17,18 @@ __all__ = [
     "freeze",
     "param_groups",
     "unfreeze",
+    "finetune",
+    "FinetuneResult",
+    "export_run",
 ]
+
+# The training run loads lazily: it imports the data pipeline and the zoo, which import parts of this package.
+_TRAINING = ("finetune", "FinetuneResult", "export_run")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING:
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'occfeat.finetune' has no attribute {name!r}")
