@@ -70,3 +70,68 @@ def test_the_zoo_notes_name_only_verbs_that_exist():
     named = set(re.findall(r"`([a-z][a-z-]+)(?: [A-Z\[]|`)", cli))
     verbs = set(next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices).choices)
     assert named - {"occfeat"} <= verbs, named - verbs
+
+
+# ---- the network: inputs, the input pipeline and the Hugging Face habits ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+
+    torch.manual_seed(0)
+    return occfeat.create_model("simplebev-tiny", image_size=(64, 128)).eval()
+
+
+def _batch(model, dtype=None):
+    from tests.conftest import make_batch
+
+    batch = make_batch(tuple(model.config.image_size))
+    if dtype is not None:
+        batch["images"] = batch["images"].to(dtype)
+    return batch["images"], batch["intrinsics"], batch["cam_to_ego"]
+
+
+@pytest.mark.parametrize("dtype, message", [("uint8", "model.transforms()"), ("float64", "network's weights are")])
+def test_images_of_another_dtype_are_a_typed_error_with_the_fix(tiny_model, dtype, message):
+    import torch
+
+    from occfeat.errors import InputError
+
+    images, intrinsics, cam_to_ego = _batch(tiny_model, getattr(torch, dtype))
+    with pytest.raises(InputError, match=message), torch.no_grad():
+        tiny_model(images, intrinsics, cam_to_ego)
+
+
+def test_channels_last_images_get_the_permute_hint(tiny_model):
+    import torch
+
+    from occfeat.errors import InputError
+
+    images, intrinsics, cam_to_ego = _batch(tiny_model)
+    with pytest.raises(InputError, match=r"permute\(0, 1, 4, 2, 3\)"), torch.no_grad():
+        tiny_model(images.permute(0, 1, 3, 4, 2), intrinsics, cam_to_ego)
+
+
+def test_any_model_has_its_input_pipeline(tiny_model):
+    import torch
+
+    transform = tiny_model.transforms()
+    assert transform.image_size == (64, 128) and transform.mean == tuple(tiny_model.config.image_mean)
+    raw = torch.randint(0, 256, (6, 3, 128, 256), dtype=torch.uint8)
+    _, intrinsics, cam_to_ego = _batch(tiny_model)
+    images, scaled = transform(raw, intrinsics[0] * torch.tensor([2.0, 2.0, 1.0])[:, None])
+    assert images.shape == (6, 3, 64, 128) and images.dtype == torch.float32
+    with torch.no_grad():
+        outputs = tiny_model(images[None], scaled[None], cam_to_ego)
+    assert torch.isfinite(outputs["vehicle"]).all()
+
+
+def test_from_pretrained_and_save_pretrained_are_the_zoos_functions(tiny_model, tmp_path):
+    import torch
+
+    from occfeat.models import BEVModel
+
+    tiny_model.save_pretrained(tmp_path / "saved")
+    loaded = BEVModel.from_pretrained(f"local-dir:{tmp_path / 'saved'}")
+    assert loaded.load_report.clean
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny_model.state_dict().items())

@@ -11,6 +11,7 @@ Named parts (each one is also its state-dict prefix)::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,10 +35,20 @@ def check_inputs(
     images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None
 ) -> tuple[int, int, tuple[int, int]]:
     """Validate a camera batch; returns (B, N, (H, W)). Raises ``InputError`` naming the argument and the shapes."""
+    if images.dim() == 5 and images.shape[2] != 3 and images.shape[-1] == 3:
+        raise InputError(
+            f"images: got shape {tuple(images.shape)}, channels last; expected (B, N, 3, H, W). Move the channels "
+            "with images.permute(0, 1, 4, 2, 3)."
+        )
     if images.dim() != 5 or images.shape[2] != 3:
         raise InputError(
             f"images: got shape {tuple(images.shape)}, expected (B, N, 3, H, W) (batch, cameras, RGB, height, width). "
             "For a single sample add the batch dimension with images[None]."
+        )
+    if not images.is_floating_point():
+        raise InputError(
+            f"images: got {images.dtype}; the network takes float images normalised with config.image_mean / "
+            "image_std. Convert them with model.transforms() (uint8 or 0-1 float, any size, with the intrinsics)."
         )
     b, n, _, h, w = images.shape
     expected = {"intrinsics": (b, n, 3, 3), "cam_to_ego": (b, n, 4, 4)}
@@ -137,6 +148,35 @@ class BEVModel(nn.Module):
         features = self.neck(stride8, stride16)
         return features.view(b, n, *features.shape[1:])
 
+    # ---- the Hugging Face habits: thin aliases of the zoo's functions ------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs: Any) -> BEVModel:
+        """``occfeat.load(name, **kwargs)``: a weight id or alias, ``hf-hub:REPO``, ``local-dir:PATH`` or a folder."""
+        from ..zoo.loading import load
+
+        return load(name, **kwargs)
+
+    def save_pretrained(self, folder: str | Path, **kwargs: Any) -> dict[str, str]:
+        """``occfeat.save_pretrained(self, folder, **kwargs)``: config.json, model.safetensors and a card."""
+        from ..zoo.publishing import save_pretrained
+
+        return save_pretrained(self, folder, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> dict[str, Any]:
+        """``occfeat.push_to_hub(self, repo_id, **kwargs)``: saved to a temporary folder, then uploaded."""
+        from ..zoo.publishing import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    def transforms(self) -> Any:
+        """The input pipeline this network expects (``occfeat.zoo.transforms.CameraTransform``): camera images at any
+        size, uint8 or 0-1 float, and their intrinsics -> normalised images at ``config.image_size`` and the matching
+        intrinsics. Any loaded network has one, whatever it was loaded from."""
+        from ..zoo.transforms import CameraTransform
+
+        config = self.config
+        return CameraTransform(tuple(config.image_size), tuple(config.image_mean), tuple(config.image_std))
+
     def forward_features(
         self, images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None = None
     ) -> Tensor:
@@ -149,6 +189,12 @@ class BEVModel(nn.Module):
             bev_aug: (B, 4, 4) augmented-BEV -> ego transform; identity when None.
         """
         b, _, image_hw = check_inputs(images, intrinsics, cam_to_ego, bev_aug)
+        weights_dtype = next(self.parameters()).dtype
+        if images.dtype != weights_dtype and not torch.is_autocast_enabled(images.device.type):
+            raise InputError(
+                f"images: got {images.dtype}, the network's weights are {weights_dtype}. Convert the images "
+                f"(images.to({weights_dtype})), or run under torch.autocast for mixed precision."
+            )
         if bev_aug is None:
             bev_aug = torch.eye(4, device=images.device).expand(b, 4, 4)
         # The raster's own frame (the ego's, or a camera's for Simple-BEV's weights) composed with the augmentation.
