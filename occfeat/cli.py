@@ -55,9 +55,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .errors import UnknownNameError
     from .zoo.registry import get_weights
 
-    spec = get_weights(args.id)
+    try:
+        spec = get_weights(args.id)
+    except UnknownNameError:
+        from .models import list_models
+
+        if args.id not in list_models():
+            raise
+        return _architecture_info(args.id, args.json)
     lines = [f"{spec.id}  (aliases: {', '.join(spec.aliases) or '-'}; registry: {spec.source})",
              f"  architecture  {spec.architecture} {spec.model_args or ''}",
              f"  status        {spec.status}",
@@ -69,6 +77,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
              *(f"  metric        {m['task']}: {m['metric']} {m['value']} ({m['protocol']}; {m['source']})" for m in spec.metrics),
              f"  reproduce     {spec.recipe.get('pretraining', spec.recipe.get('convert', '-'))}"]
     _print({"id": spec.id, **spec.to_dict()}, args.json, "\n".join(lines))
+    return 0
+
+
+def _architecture_info(arch: str, as_json: bool) -> int:
+    """``occfeat info ARCH``: an architecture is not a weight id; say so, with what it is and the weights built on it."""
+    from .models import get_model_config
+    from .zoo.registry import get_weights, list_weights
+
+    config = get_model_config(arch)
+    weights = [w for w in list_weights() if get_weights(w).architecture == arch]
+    h, w = config.grid.shape
+    lines = [f"{arch}  (an architecture, not a weight id)",
+             f"  view transform {config.view_transform}; backbone {config.backbone}",
+             f"  input          {config.image_size[0]}x{config.image_size[1]} px; BEV grid {h}x{w}",
+             f"  weights        {', '.join(weights) if weights else 'none registered'}",
+             f"  build          occfeat.create_model({arch!r})  (untrained; `occfeat models` lists every architecture)"]
+    _print({"architecture": arch, "config": config.to_dict(), "weights": weights}, as_json, "\n".join(lines))
     return 0
 
 
@@ -223,7 +248,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for severity in severities:
             check_corruption(name, severity)
     check_label_protocol(args.label_protocol)
+    if args.device == "auto":  # as finetune and pretrain resolve it
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_for_finetuning(args.model).to(args.device)
+    from .models import list_models
+
+    if args.model in list_models():  # load_for_finetuning builds an architecture name untrained
+        print(f"occfeat: warning: {args.model!r} is an architecture: evaluating an UNTRAINED network (random heads). "
+              "Give weights instead: a weight id, local-dir:DIR, hf-hub:REPO.", file=sys.stderr, flush=True)
     config = model.config
     loaded: dict[str, Any] = {}  # the devkit tables, read once for every dataset of the run
 

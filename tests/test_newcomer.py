@@ -135,3 +135,66 @@ def test_from_pretrained_and_save_pretrained_are_the_zoos_functions(tiny_model, 
     loaded = BEVModel.from_pretrained(f"local-dir:{tmp_path / 'saved'}")
     assert loaded.load_report.clean
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny_model.state_dict().items())
+
+
+# ---- names: what load() accepts, and what it says when it cannot ----------------------------------------------------
+
+def test_a_bare_folder_loads_like_local_dir(tiny_model, tmp_path, monkeypatch):
+    tiny_model.save_pretrained(tmp_path / "exports" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    model = occfeat.load("exports/tiny")
+    assert model.load_report.clean and model.provenance["source"] == "local-dir"
+
+
+def test_a_run_folder_given_as_a_model_says_export_or_checkpoint(tmp_path):
+    from occfeat.errors import InputError
+
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny" / "run.json").write_text("{}")
+    with pytest.raises(InputError, match=r"training run folder.*occfeat export.*checkpoint="):
+        occfeat.load(f"local-dir:{tmp_path / 'runs' / 'tiny'}")
+
+
+def test_an_architecture_without_weights_says_so_plainly():
+    from occfeat.errors import WeightsNotPublishedError
+
+    with pytest.raises(WeightsNotPublishedError) as caught:
+        occfeat.load("simplebev-tiny")
+    message = str(caught.value)
+    assert "is an architecture, not a weight id; no weights are registered for it" in message
+    assert "pretrained=False" in message and "none registered" not in message
+
+
+def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tiny_model, tmp_path):
+    from occfeat.errors import LoadError
+
+    tiny_model.save_pretrained(tmp_path / "saved")
+    checkpoint = tmp_path / "saved" / "model.safetensors"
+    with pytest.raises(LoadError, match=rf"checkpoint {checkpoint} does not fit bevformer-tiny"):
+        occfeat.load("bevformer-tiny", pretrained=False, checkpoint=checkpoint, image_size=(64, 128))
+
+
+def test_cuda_without_a_gpu_is_a_device_error_not_a_backbone_one():
+    import torch
+
+    from occfeat.errors import InputError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for build in (lambda: occfeat.create_model("simplebev-tiny", device="cuda"),
+                  lambda: occfeat.load("simplebev-tiny", pretrained=False, device="cuda")):
+        with pytest.raises(InputError, match="no CUDA device is available"):
+            build()
+
+
+def test_info_of_an_architecture_says_what_it_is(capsys):
+    assert main(["info", "simplebev-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "an architecture, not a weight id" in out and "occfeat.create_model('simplebev-tiny')" in out
+
+
+def test_evaluating_an_architecture_warns_that_it_is_untrained(synthetic_world, tmp_path, capsys):
+    data = ["--dataroot", str(synthetic_world.dataroot), "--version", synthetic_world.version]
+    assert main(["evaluate", "simplebev-tiny", *data, "--split", "all", "--samples", "1", "--pictures", "0",
+                 "--out", str(tmp_path)]) == 0  # --device defaults to auto: the CPU here
+    assert "evaluating an UNTRAINED network" in capsys.readouterr().err

@@ -88,10 +88,12 @@ def _from_timm_hub(name: str, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
-    try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
-        raise ConfigError(f"backbone={name!r}: {exc}. Any timm CNN with stride-8/16 feature taps works.") from exc
+    # Only an unknown name is the backbone's fault: any other RuntimeError (e.g. no CUDA under a cuda device context)
+    # must reach the user as itself, not as a backbone problem.
+    if not timm.is_model(name.split(".")[0]):
+        raise ConfigError(f"backbone={name!r}: timm knows no such model. Any timm CNN with stride-8/16 feature taps "
+                          "works, e.g. efficientnet_b0, tf_efficientnet_lite0, resnet50.")
+    return timm.create_model(name, pretrained=False, **kwargs)
 
 
 def _drop_unused_stages(body: nn.Module) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import UnknownNameError
+from ..errors import InputError, UnknownNameError
 from .compile import CompileOption, compile_model
 from .config import BEVModelConfig
 from .model import BEVModel
@@ -51,6 +51,19 @@ def get_model_config(arch: str, **overrides: Any) -> BEVModelConfig:
     return config.replace(arch=arch, **overrides) if overrides else config.replace(arch=arch)
 
 
+def check_device(device: torch.device | str | None) -> None:
+    """Raise ``InputError`` for a CUDA device on a machine without one (torch's own error names no fix)."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"device={device!r}: not a device ({error}); use 'cpu', 'cuda', 'cuda:N' or 'meta'.") from error
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device={device!r}: no CUDA device is available here (torch.cuda.is_available() is False). "
+                         "Use device='cpu', or install a CUDA build of torch on a machine with a GPU.")
+
+
 def create_model(
     arch: str,
     *,
@@ -78,6 +91,7 @@ def create_model(
     ['center', 'map', 'offset', 'vehicle']
     """
     config = get_model_config(arch, **overrides)
+    check_device(device)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = BEVModel(config, pretrained_backbone=pretrained_backbone)
     return compile_model(model, compile)

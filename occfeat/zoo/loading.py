@@ -29,6 +29,7 @@ from ..errors import (  # LoadError, WeightsNotPublishedError, UnsafeWeightsErro
 )
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config, list_models
 from ..models.load_report import LoadReport
+from ..models.registry import check_device
 from ..models.compile import CompileOption, compile_model, compile_options
 from .hub import announced_sha256, commit_of, fetch_file, verify_file
 from .registry import WeightSpec, get_weights
@@ -91,11 +92,30 @@ def _read_config(path: Path) -> tuple[BEVModelConfig, dict[str, Any]]:
     return config, data
 
 
+def _local_folder(name: str) -> str:
+    """``name`` itself, or ``local-dir:NAME`` when it is a folder on disk that is not a registered name: the
+    ``from_pretrained("path/to/folder")`` habit of transformers and timm."""
+    if name.startswith(("local-dir:", "hf-hub:")) or not Path(name).expanduser().is_dir():
+        return name
+    try:
+        get_weights(name)
+        return name  # a registered name wins over a folder that happens to share it
+    except UnknownNameError:
+        return f"local-dir:{name}"
+
+
 def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: dict[str, Any], overrides: dict) -> _Source:
+    name = _local_folder(name)
     if name.startswith("local-dir:"):
         folder = Path(name[len("local-dir:") :]).expanduser()
         if not (folder / CONFIG_FILE).is_file():
-            raise InputError(f"{name}: {folder / CONFIG_FILE} does not exist; a local-dir holds config.json + model.safetensors.")
+            if (folder / "run.json").is_file():
+                raise InputError(
+                    f"{name}: {folder} is a training run folder, not a saved model (no {CONFIG_FILE}). Export it with "
+                    f"`occfeat export {folder} --out DIR` and load local-dir:DIR, or load its checkpoint with "
+                    f"occfeat.load(ARCH, pretrained=False, checkpoint={str(folder)!r}).")
+            raise InputError(f"{name}: {folder / CONFIG_FILE} does not exist; a local-dir holds config.json + "
+                             "model.safetensors (occfeat.save_pretrained or `occfeat export` writes one).")
         config, data = _read_config(folder / CONFIG_FILE)
         weights = folder / WEIGHTS_FILE if pretrained else None
         provenance = {"source": "local-dir", "path": str(folder), **(data.get("provenance") or {})}
@@ -117,9 +137,11 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
         if name in list_models():
             if pretrained:
                 ids = _weights_of(name)
+                registered = (f"its registered weights are {', '.join(map(repr, ids))}: load one of those ids"
+                              if ids else "no weights are registered for it")
                 raise WeightsNotPublishedError(
-                    f"{name!r} is an architecture; its weights are {ids or 'none registered'}. Load one of those ids, "
-                    f"or build it untrained with occfeat.load({name!r}, pretrained=False) / occfeat.create_model."
+                    f"{name!r} is an architecture, not a weight id; {registered}. Build it untrained with "
+                    f"occfeat.load({name!r}, pretrained=False) or occfeat.create_model({name!r})."
                 ) from None
             return _Source(name, get_model_config(name, **overrides), None)
         raise
@@ -294,9 +316,13 @@ def load(
     if num_classes is not None:
         overrides["map_classes"] = tuple(f"class_{i}" for i in range(num_classes))
     hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token, verify=verify)
+    check_device(device)  # before any download
     source = _resolve(name, pretrained=pretrained, revision=revision, hub_kwargs=hub_kwargs, overrides=overrides)
     device = torch.device(device) if device is not None else torch.device("cpu")
     run_state: dict[str, Tensor] = {}
+    if checkpoint is not None:  # the report and any error name the file read, not only the architecture it fills
+        read = f"checkpoint {checkpoint}"
+        source.description = read if source.weights is None else f"{source.description} + {read}"
     if checkpoint is not None and Path(checkpoint).is_dir():  # a training run's folder: its network's weights
         from ..engine.checkpoint import run_network_state
 
