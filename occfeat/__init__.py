@@ -37,7 +37,11 @@ _LAZY = {
     )},
 }
 
-__all__ = ["__version__", *_LAZY]
+# The training runs: subpackages that are also callable, occfeat.finetune(...) / occfeat.pretrain(...), with the
+# CLI verbs' arguments (occfeat._callable).
+_CALLABLE_SUBPACKAGES = ("finetune", "pretrain")
+
+__all__ = ["__version__", *_LAZY, *_CALLABLE_SUBPACKAGES]
 
 if TYPE_CHECKING:
     from .models import BEVGrid, BEVModel, BEVModelConfig, create_model, get_model_config, list_models
@@ -54,12 +58,14 @@ if TYPE_CHECKING:
 
 def __dir__() -> list[str]:
     """The lazily loaded names too: ``dir(occfeat)`` and tab completion show ``load``, ``create_model``, ..."""
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_CALLABLE_SUBPACKAGES})
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _CALLABLE_SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'occfeat' has no attribute {name!r}")

@@ -198,3 +198,15 @@ def test_evaluating_an_architecture_warns_that_it_is_untrained(synthetic_world, 
     assert main(["evaluate", "simplebev-tiny", *data, "--split", "all", "--samples", "1", "--pictures", "0",
                  "--out", str(tmp_path)]) == 0  # --device defaults to auto: the CPU here
     assert "evaluating an UNTRAINED network" in capsys.readouterr().err
+
+
+def test_finetune_and_pretrain_are_callable_from_the_package(synthetic_world, tmp_path):
+    small = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0})
+    data = dict(dataroot=synthetic_world.dataroot, version=synthetic_world.version, device="cpu", progress=False,
+                recipe="cpu-tiny", max_steps=1, load_kwargs=small)
+    pretrained = occfeat.pretrain("simplebev-tiny", out_dir=tmp_path / "pt", mode="occupancy", split="all",
+                                  val_split=None, pictures=False, **data)
+    tuned = occfeat.finetune("simplebev-tiny", out_dir=tmp_path / "ft", train_split="all", val_split="all", count=2,
+                             val_samples=1, **data)
+    assert pretrained.train.step == 1 and tuned.train.step == 1
+    assert (tmp_path / "pt" / "run.json").is_file() and (tmp_path / "ft" / "best.safetensors").is_file()

@@ -3,6 +3,8 @@ parts and optimizer groups."""
 
 from typing import Any
 
+from .._callable import make_callable
+
 from .freezing import BN_MODES, NO_WEIGHT_DECAY, freeze, param_groups, unfreeze
 from .losses import LOSS_COEFFICIENTS, SegmentationLoss
 from .metrics import IoUMeter, confusion_counts
@@ -32,3 +34,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(training, name)
     raise AttributeError(f"module 'occfeat.finetune' has no attribute {name!r}")
+
+
+make_callable(__name__, "finetune")  # occfeat.finetune(...) runs a fine-tuning: occfeat.finetune.training.finetune

@@ -2,6 +2,7 @@
 the BEV map into a 3D volume, the losses, the recipes, the training loop on the shared engine, and the export that
 drops the head and hands the BEV network to the zoo."""
 
+from .._callable import make_callable
 from .head import MODES, OccFeatHead
 from .losses import OccFeatLoss
 from .model import OccFeatPretrainer
@@ -42,3 +43,6 @@ __all__ = [
     "pretrain",
     "voxelize",
 ]
+
+
+make_callable(__name__, "pretrain")  # occfeat.pretrain(...) runs a pretraining: occfeat.pretrain.training.pretrain
