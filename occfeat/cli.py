@@ -26,12 +26,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({name: get_model_config(name).to_dict() for name in names}, indent=2))
         return 0
-    print(f"{'architecture':<20} {'view transform':<15} {'backbone':<21} {'image':>9} {'BEV grid':>9}")
+    from .models import create_model
+
+    print(f"{'architecture':<20} {'view transform':<15} {'backbone':<21} {'image':>9} {'BEV grid':>9} {'parameters':>11}")
     for name in names:
         cfg = get_model_config(name)
         h, w = cfg.grid.shape
         image = f"{cfg.image_size[0]}x{cfg.image_size[1]}"
-        print(f"{name:<20} {cfg.view_transform:<15} {cfg.backbone:<21} {image:>9} {f'{h}x{w}':>9}")
+        # Built on the meta device: shapes only, nothing allocated, so counting every architecture is instant.
+        count = sum(p.numel() for p in create_model(name, device="meta").parameters())
+        print(f"{name:<20} {cfg.view_transform:<15} {cfg.backbone:<21} {image:>9} {f'{h}x{w}':>9} {count / 1e6:>9.2f} M")
     return 0
 
 

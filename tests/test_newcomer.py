@@ -210,3 +210,11 @@ def test_finetune_and_pretrain_are_callable_from_the_package(synthetic_world, tm
                              val_samples=1, **data)
     assert pretrained.train.step == 1 and tuned.train.step == 1
     assert (tmp_path / "pt" / "run.json").is_file() and (tmp_path / "ft" / "best.safetensors").is_file()
+
+
+def test_models_lists_the_parameter_count_the_readme_shows(capsys):
+    assert main(["models", "bevformer-enb0"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    readme = (REPO / "README.md").read_text()
+    assert header.rstrip().endswith("parameters") and row.endswith(" M")
+    assert "| `bevformer-enb0` |" in readme and f"| {row.split()[-2]} M |" in readme  # 9.06 M, as in the README
