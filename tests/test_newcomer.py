@@ -218,3 +218,15 @@ def test_models_lists_the_parameter_count_the_readme_shows(capsys):
     readme = (REPO / "README.md").read_text()
     assert header.rstrip().endswith("parameters") and row.endswith(" M")
     assert "| `bevformer-enb0` |" in readme and f"| {row.split()[-2]} M |" in readme  # 9.06 M, as in the README
+
+
+def test_a_card_shows_a_load_line_that_works_today_and_links_the_paper():
+    from occfeat.zoo.publishing import render_card_for
+    from occfeat.zoo.registry import get_weights
+
+    spec = get_weights("bevformer-enb0.occfeat-nuscenes")
+    assert not spec.published  # registered, not on the Hub yet: loading it by name raises
+    card = render_card_for(spec.id)
+    assert 'occfeat.load("local-dir:bevformer-enb0.occfeat-nuscenes")' in card
+    assert 'occfeat.load("bevformer-enb0.occfeat-nuscenes")' not in card
+    assert "- arxiv:2404.14027" in card

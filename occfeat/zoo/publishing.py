@@ -128,12 +128,17 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
 
     title = check_weight_id(spec.id if spec else (document or {}).get("weight_id") or config.arch, "the card's weight id")
     converted = bool(spec and "convert" in spec.recipe)  # another project's release, converted by the user
+    # What a reader can load today: a published id by name; another project's release or weights not published yet
+    # from the folder the user converts or reproduces (the id by name would raise WeightsNotPublishedError).
+    local = converted or bool(spec and not spec.published)
+    arxiv = (spec.paper.get("arxiv") if spec else None) or None
     metrics = list(spec.metrics) if spec else []
     data = ModelCardData(
         library_name="occfeat",
         license=spec.license if spec else "apache-2.0",
         datasets=["nuscenes"] if spec else None,
-        tags=["bird's-eye-view", "bev-segmentation", "autonomous-driving", "occfeat", config.view_transform],
+        tags=["bird's-eye-view", "bev-segmentation", "autonomous-driving", "occfeat", config.view_transform,
+              *([f"arxiv:{arxiv}"] if arxiv else [])],  # the Hub links the paper page from this tag
         pipeline_tag="image-segmentation",
     )
     lines = [
@@ -144,7 +149,8 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         "",
         "```python",
         "import occfeat",
-        f'model = occfeat.load({json.dumps(("local-dir:" if converted else "") + title)})',  # a valid literal, always
+        *(["# not on the Hub: convert or reproduce it first (see Training), then load that folder"] if local else []),
+        f'model = occfeat.load({json.dumps(("local-dir:" if local else "") + title)})',  # a valid literal, always
         "print(model.load_report)",
         "```",
         "",
