@@ -14,14 +14,14 @@ the heads and the data order; pretraining seeds are crossed with it, and the int
 Each part must fit 90 min on 2 CPU cores, so the benchmark runs one pretraining seed per part and merges them:
 
     python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1
-    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
-        --inits occupancy occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-a/results.json \
+    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
+        --inits occupancy occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-a/results.json \\
         --save-to bench/lowdata
 
 An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
 world, fractions, seeds and schedule; runs are deterministic, so the baselines need not be run again):
 
-    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \
+    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \\
         --pair-with bench/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
 """
 

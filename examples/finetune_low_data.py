@@ -1,7 +1,7 @@
 """Fine-tune a BEV network on a small fraction of the labels and evaluate it: the setting OccFeat is made for.
 
     python examples/finetune_low_data.py                                        # generated world, from scratch
-    python examples/finetune_low_data.py --model local-dir:weights/pt-tiny --fraction 0.1 \
+    python examples/finetune_low_data.py --model local-dir:weights/pt-tiny --fraction 0.1 \\
         --out outputs/examples/finetune_from_pretrained       # another run: another folder (a folder holds one run)
     torchrun --nproc_per_node 8 examples/finetune_low_data.py --model bevformer-enb0-occfeat \\
         --dataroot /data/nuscenes --fraction 0.01 --recipe nuscenes-224x480 --steps 0

@@ -1,7 +1,7 @@
 """Vehicle and map IoU under the nuScenes-C camera corruptions (RoboBEV's eight, 3 severities), with RR and mRR.
 
     python examples/robustness_nuscenes_c.py                                    # generated world, untrained model
-    python examples/robustness_nuscenes_c.py --model local-dir:runs/ft/export --dataroot /data/nuscenes \
+    python examples/robustness_nuscenes_c.py --model local-dir:runs/ft/export --dataroot /data/nuscenes \\
         --corruption-root /data/nuscenes-c                                      # the released nuScenes-C images
 
 With --corruption-root the released corrupted images are read; without it the corruptions are regenerated on the

@@ -230,3 +230,25 @@ def test_a_card_shows_a_load_line_that_works_today_and_links_the_paper():
     assert 'occfeat.load("local-dir:bevformer-enb0.occfeat-nuscenes")' in card
     assert 'occfeat.load("bevformer-enb0.occfeat-nuscenes")' not in card
     assert "- arxiv:2404.14027" in card
+
+
+def test_the_activation_checkpointing_help_quotes_the_readmes_memory_figures():
+    from occfeat.cli import ACTIVATION_CHECKPOINTING_HELP
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "3.3 vs 7.2 GiB" in ACTIVATION_CHECKPOINTING_HELP
+    assert "peaks at 3.3 GiB RSS, against 7.2 GiB without it" in readme
+
+
+@pytest.mark.parametrize("script", [*sorted(f"examples/{p.name}" for p in (REPO / "examples").glob("*.py")),
+                                    "bench/lowdata.py"])
+def test_usage_docstrings_keep_each_command_on_its_own_lines(script):
+    """A lone backslash at the end of a docstring line is a line continuation inside the string: ``--help`` then
+    prints two lines of a command as one. Commands continued over lines need ``\\\\`` in the source."""
+    import ast
+
+    source = (REPO / script).read_text()
+    docstring = ast.parse(source).body[0]
+    lines = source.splitlines()[docstring.lineno - 1:docstring.end_lineno]
+    joined = [line for line in lines if line.endswith("\\") and not line.endswith("\\\\")]
+    assert not joined, joined
