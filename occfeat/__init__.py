@@ -24,6 +24,8 @@ _LAZY = {
     "get_weights": "occfeat.zoo.registry",
     "register_weights": "occfeat.zoo.registry",
     "download": "occfeat.zoo.hub",
+    "fetch_timm_weights": "occfeat.zoo.hub",
+    "CameraTransform": "occfeat.zoo.transforms",
     "save_pretrained": "occfeat.zoo.publishing",
     "push_to_hub": "occfeat.zoo.publishing",
     "export_onnx": "occfeat.deploy",

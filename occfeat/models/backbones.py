@@ -76,11 +76,11 @@ def _from_timm_hub(name: str, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]
     unreachable Hub for about 46 s, and a failure must stop the build, never leave a random backbone. From the cache
     without a request when it is there; offline, from the cache only; otherwise one attempt. Raises
     ``WeightsNotCachedError`` / ``HubError`` naming the file and the fixes."""
-    from ..zoo.hub import fetch_timm_weights
+    import occfeat  # the top-level API, not the zoo layer: models sit below the zoo
 
     if not timm.is_model(name.split(".")[0]):
         _create(name, **kwargs)  # raises the ConfigError for an unknown backbone
-    path, source = fetch_timm_weights(name, what=f"ImageNet weights of backbone {name!r}",
+    path, source = occfeat.fetch_timm_weights(name, what=f"ImageNet weights of backbone {name!r}",
                                       local_option="pretrained_backbone=PATH")
     body = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     logger.info("backbone %s: ImageNet weights loaded through the Hub (%s)", name, source["hf_hub_id"])

@@ -152,30 +152,30 @@ class BEVModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str, **kwargs: Any) -> BEVModel:
         """``occfeat.load(name, **kwargs)``: a weight id or alias, ``hf-hub:REPO``, ``local-dir:PATH`` or a folder."""
-        from ..zoo.loading import load
+        import occfeat  # the top-level API, not the zoo layer: models sit below the zoo
 
-        return load(name, **kwargs)
+        return occfeat.load(name, **kwargs)
 
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> dict[str, str]:
         """``occfeat.save_pretrained(self, folder, **kwargs)``: config.json, model.safetensors and a card."""
-        from ..zoo.publishing import save_pretrained
+        import occfeat
 
-        return save_pretrained(self, folder, **kwargs)
+        return occfeat.save_pretrained(self, folder, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> dict[str, Any]:
         """``occfeat.push_to_hub(self, repo_id, **kwargs)``: saved to a temporary folder, then uploaded."""
-        from ..zoo.publishing import push_to_hub
+        import occfeat
 
-        return push_to_hub(self, repo_id, **kwargs)
+        return occfeat.push_to_hub(self, repo_id, **kwargs)
 
     def transforms(self) -> Any:
         """The input pipeline this network expects (``occfeat.zoo.transforms.CameraTransform``): camera images at any
         size, uint8 or 0-1 float, and their intrinsics -> normalised images at ``config.image_size`` and the matching
         intrinsics. Any loaded network has one, whatever it was loaded from."""
-        from ..zoo.transforms import CameraTransform
+        import occfeat
 
         config = self.config
-        return CameraTransform(tuple(config.image_size), tuple(config.image_mean), tuple(config.image_std))
+        return occfeat.CameraTransform(tuple(config.image_size), tuple(config.image_mean), tuple(config.image_std))
 
     def forward_features(
         self, images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, bev_aug: Tensor | None = None
