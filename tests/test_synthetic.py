@@ -22,7 +22,7 @@ from occfeat.synthetic import (
     semantic_map_path,
     render_sample_png,
 )
-from occfeat.cli import main
+from occfeat.cli import EXIT_ERROR, main
 from occfeat.errors import ConfigError
 from occfeat.models.geometry import NUSCENES_CAMERAS
 
@@ -219,7 +219,7 @@ def test_the_synth_command_writes_a_world_and_its_picture(tmp_path: Path, capsys
     assert "1 samples" in out and "samples/s" in out
     picture = Image.open(tmp_path / "synth_sample.png")
     assert picture.width > 3 * 64 and picture.height >= 2 * 36
-    assert main(["synth", str(tmp_path / "x"), "--image-size", "36by64"]) == 2
+    assert main(["synth", str(tmp_path / "x"), "--image-size", "36by64"]) == EXIT_ERROR
     assert "image_size='36by64'" in capsys.readouterr().err
 
 
