@@ -194,17 +194,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("num_workers", args.num_workers),
                                    ("label_protocol", args.label_protocol)) if v is not None}
-    result = finetune(
+    finetune(
         args.model, dataroot=args.dataroot, version=args.version, out_dir=args.out, fraction=args.fraction,
         count=args.count, subset=args.subset, recipe=args.recipe, max_steps=args.steps, val_samples=args.val_samples,
         freeze_parts=args.freeze, device=args.device, seed=args.seed, recipe_overrides=overrides, compile=args.compile,
         activation_checkpointing=args.activation_checkpointing, load_kwargs=_backbone_option(args),
         overwrite=args.overwrite,
-    )
-    from .engine import distributed as dist_utils
-
-    if dist_utils.is_main():  # once per run, not once per torchrun process
-        print(result.summary())
+    )  # finetune() prints its summary line (rank 0 only)
     return 0
 
 

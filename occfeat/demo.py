@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .errors import ConfigError
 from .models.load_report import describe_backbone_init
@@ -253,7 +253,7 @@ def finetune_grid(
     runs = [(fraction, seed, init, pretrain_seed) for fraction in settings.fractions for seed in settings.seeds(fraction)
             for init in settings.inits
             for pretrain_seed in ([None] if init == "scratch" else settings.pretrain_seeds())]
-    for fraction, seed, init, pretrain_seed in tqdm(runs, desc="fine-tune grid", unit="run", disable=not progress):
+    for fraction, seed, init, pretrain_seed in progress_bar(runs, desc="fine-tune grid", unit="run", disable=not progress):
         started = time.perf_counter()
         scratch = init == "scratch"
         folder = f"finetune-{init}{'' if scratch else f'-p{pretrain_seed}'}-{fraction:g}-s{seed}"

@@ -196,6 +196,16 @@ def test_an_architecture_without_weights_says_so_plainly():
     assert "pretrained=False" in message and "none registered" not in message
 
 
+def test_an_architecture_with_a_checkpoint_needs_no_pretrained_false(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(tiny_model.state_dict(), tmp_path / "weights.safetensors")
+    model = occfeat.load("simplebev-tiny", checkpoint=tmp_path / "weights.safetensors", image_size=(64, 128))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), tiny_model.state_dict().values()))
+    assert f"checkpoint {tmp_path / 'weights.safetensors'}" in str(model.load_report)
+
+
 def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tiny_model, tmp_path):
     from occfeat.errors import LoadError
 
@@ -231,7 +241,41 @@ def test_evaluating_an_architecture_warns_that_it_is_untrained(synthetic_world, 
     assert "evaluating an UNTRAINED network" in capsys.readouterr().err
 
 
-def test_finetune_and_pretrain_are_callable_from_the_package(synthetic_world, tmp_path):
+def test_progress_bars_nest_in_a_terminal_and_not_in_a_file():
+    import io
+
+    from occfeat.progress import FILE_INTERVAL, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    with progress_bar(total=2, file=log) as outer, progress_bar(total=2, file=log) as inner:
+        assert not outer.disable and inner.disable and outer.mininterval == FILE_INTERVAL
+    terminal = Terminal()
+    with progress_bar(total=2, file=terminal) as outer, progress_bar(total=2, file=terminal) as inner:
+        assert not outer.disable and not inner.disable and outer.mininterval < FILE_INTERVAL
+
+
+def test_a_run_written_to_a_file_has_no_cursor_escapes_and_one_summary_line(synthetic_world, tmp_path):
+    import os
+    import sys
+
+    log = tmp_path / "log.txt"
+    with log.open("w") as out:
+        subprocess.run([sys.executable, "-m", "occfeat", "pretrain", "simplebev-tiny", "--dataroot",
+                        str(synthetic_world.dataroot), "--version", synthetic_world.version, "--recipe", "cpu-tiny",
+                        "--mode", "occupancy", "--steps", "2", "--split", "all", "--val-split", "all", "--val-samples",
+                        "1", "--no-pictures", "--device", "cpu", "--out", str(tmp_path / "pt")],
+                       stdout=out, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = log.read_text()
+    assert "\x1b[A" not in text  # the nested evaluation bar is not drawn into a file
+    assert text.count("pretrain (occupancy): ") == 1 and "train: completed" not in text, text[-2000:]
+    assert "(2 run in " in text  # the one line says what the call did
+
+
+def test_finetune_and_pretrain_are_callable_from_the_package(synthetic_world, tmp_path, capsys):
     small = dict(image_size=(64, 128), grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "resolution": 1.0})
     data = dict(dataroot=synthetic_world.dataroot, version=synthetic_world.version, device="cpu", progress=False,
                 recipe="cpu-tiny", max_steps=1, load_kwargs=small)
@@ -240,6 +284,9 @@ def test_finetune_and_pretrain_are_callable_from_the_package(synthetic_world, tm
     tuned = occfeat.finetune("simplebev-tiny", out_dir=tmp_path / "ft", train_split="all", val_split="all", count=2,
                              val_samples=1, **data)
     assert pretrained.train.step == 1 and tuned.train.step == 1
+    printed = capsys.readouterr().out  # each ends with its own summary line, once; the engine's is not repeated
+    assert printed.count("pretrain (occupancy): ") == 1 and printed.count("finetune: 2 labelled samples") == 1
+    assert "train: completed" not in printed
     assert (tmp_path / "pt" / "run.json").is_file() and (tmp_path / "ft" / "best.safetensors").is_file()
 
 

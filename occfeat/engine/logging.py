@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..errors import ConfigError
 from ..io import atomic_write
@@ -56,7 +56,7 @@ class RunLog:
             # purge_step: drop the events a killed run wrote after the checkpoint this run resumes from
             purge_step = start_step + 1 if start_step else None
             self._writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=purge_step)
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress)
+        self._bar = progress_bar(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl``; numeric values also go to TensorBoard."""

@@ -66,6 +66,13 @@ class TrainResult:
     best_weights: Path | None  # best.safetensors
     metrics_log: Path
 
+    def this_call(self) -> str:
+        """What this call did, for a caller's summary line: `` (3 run in 4.2 s, loss 0.41)``."""
+        if not self.steps_run:
+            return f" ({self.status}; none run by this call)"
+        loss = f", loss {self.final_loss:.4g}" if self.final_loss is not None else ""
+        return f" ({self.steps_run} run in {self.seconds:.1f} s{loss})"
+
     def summary(self) -> str:
         """One line for a report."""
         parts = [f"train: {self.status} {self.step}/{self.max_steps} steps (epoch {self.epoch:.2f})"]
@@ -102,6 +109,8 @@ class Trainer:
         evaluate: ``evaluate(model) -> metrics``, called with the bare model in eval mode under ``torch.no_grad``
             every ``config.eval_every`` steps and at the end, on every process; rank 0's result counts (an
             evaluator may shard the validation data and all-reduce, or let rank 0 do all the work).
+        print_summary: print ``TrainResult.summary()`` on rank 0 at the end; False for callers that print a summary
+            of their own (``finetune``, ``pretrain``), so that a run ends with one line.
 
     >>> def step_fn(model, batch):
     ...     logits = model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])["vehicle"]
@@ -122,6 +131,7 @@ class Trainer:
         param_groups: ParamGroups | None = None,
         extra_modules: Mapping[str, nn.Module] | None = None,
         evaluate: Evaluator | None = None,
+        print_summary: bool = True,
     ):
         if config.best_metric is not None and evaluate is None:
             raise ConfigError(
@@ -129,6 +139,7 @@ class Trainer:
                 "Trainer, or set best_metric=None."
             )
         self.config = config
+        self.print_summary = print_summary
         self.out_dir = Path(config.out_dir)
         self.device = dist.init_distributed(config.device)
         self._autocast_dtype = _autocast_dtype(config.precision, self.device)
@@ -235,7 +246,7 @@ class Trainer:
             best_weights=self.out_dir / BEST_FILE if self.best_step is not None else None,
             metrics_log=log.path,
         )
-        if main:
+        if main and self.print_summary:
             print(result.summary(), flush=True)
         return result
 

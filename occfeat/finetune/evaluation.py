@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..data import NuScenesBEV, collate
 from ..data.corruptions import CORRUPTIONS, SEVERITIES, SEVERITY_NAMES, check_corruption, corruption_table, resilience
@@ -46,7 +46,7 @@ def evaluate_model(
     loader = DataLoader(rank_shard(dataset), batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     written = 0
     show = progress and dist_utils.is_main()
-    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not show, leave=False):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not show, leave=False):
         batch = move_to_device(batch, device)
         outputs = model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["bev_aug"])
         meter.update(outputs, batch)
@@ -100,7 +100,7 @@ def evaluate_corruptions(
     results: dict[str, Any] = {"clean": evaluate_model(model, clean, **kwargs)}
     tiles: dict[str, np.ndarray] = {}
     draw = picture_path is not None and dist_utils.is_main()
-    for name in tqdm(corruptions, desc="nuScenes-C", unit="corruption", disable=not dist_utils.is_main()):
+    for name in progress_bar(corruptions, desc="nuScenes-C", unit="corruption", disable=not dist_utils.is_main()):
         if draw:
             tiles[f"{name}: clean"] = _camera_image(clean, picture_camera)
         for severity in severities:

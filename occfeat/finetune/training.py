@@ -54,7 +54,8 @@ class FinetuneResult:
 
     def summary(self) -> str:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
-        return f"finetune: {self.train_samples} labelled samples, {self.steps} steps; val {scores}; run {self.run_dir}"
+        return (f"finetune: {self.train_samples} labelled samples, {self.steps} steps{self.train.this_call()}; val "
+                f"{scores}; run {self.run_dir}")
 
 
 def finetune(
@@ -140,7 +141,7 @@ def finetune(
         wrapped, step_fn,
         lambda: make_loader(train_set, per_process, shuffle=True, drop_last=True, seed=seed,
                             num_workers=recipe.num_workers),
-        config_of_run, param_groups=groups, evaluate=evaluate,
+        config_of_run, param_groups=groups, evaluate=evaluate, print_summary=False,  # finetune's line says it all
     )
     # In place, so the DDP wrapper calls the compiled network and checkpoints keep their keys; after the Trainer, which
     # resolves the device whose toolchain (C++ compiler, Triton) the backend needs.
@@ -167,7 +168,10 @@ def finetune(
     if dist_utils.is_main():
         write_report(metrics, out / "eval.json", model=str(model), split=val_split, samples=len(val_set), step=result.step,
                      label_protocol=recipe.label_protocol)
-    return FinetuneResult(network, result, metrics, out, steps, len(train_set))
+    summary = FinetuneResult(network, result, metrics, out, steps, len(train_set))
+    if dist_utils.is_main():  # once per run, not once per torchrun process
+        print(summary.summary(), flush=True)
+    return summary
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best") -> dict[str, str]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..data import Augmentation, NuScenesBEV, collate, data_options, make_loader
 from ..engine import Trainer, TrainResult, distributed as dist_utils
@@ -58,7 +58,8 @@ class PretrainResult:
 
     def summary(self) -> str:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items())
-        return f"pretrain ({self.pretrainer.mode}): {self.samples} samples, {self.steps} steps; held-out {scores}; run {self.run_dir}"
+        return (f"pretrain ({self.pretrainer.mode}): {self.samples} samples, {self.steps} steps{self.train.this_call()}; "
+                f"held-out {scores}; run {self.run_dir}")
 
 
 @torch.no_grad()
@@ -95,7 +96,7 @@ def evaluate_pretraining(
     unit_sums = torch.zeros(len(teacher.class_embedding) if knows_classes else 1,
                             teacher.spec.feature_dim if uses_features else 1, dtype=torch.float64, device=device)
     loader = DataLoader(rank_shard(dataset), batch_size=batch_size, collate_fn=collate)
-    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress or not dist_utils.is_main(), leave=False):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress or not dist_utils.is_main(), leave=False):
         batch = move_to_device(batch, device)
         maps = teacher_maps_for(batch, teacher, cache) if uses_features else None
         targets = pretrainer.targets(batch, maps)
@@ -244,7 +245,7 @@ def pretrain(
         pretrainer, step_fn,
         lambda: make_loader(wrap(train_set), per_process, shuffle=recipe.shuffle, drop_last=True, seed=seed,
                             num_workers=recipe.num_workers),
-        config_of_run, evaluate=evaluate if val_set is not None else None,
+        config_of_run, evaluate=evaluate if val_set is not None else None, print_summary=False,  # pretrain's line
     )
     if teacher is not None:
         teacher.to(trainer.device)

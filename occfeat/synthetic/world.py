@@ -19,14 +19,15 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..io import check_output_path
+from ..progress import progress_bar
 from ..conventions.geometry import NUSCENES_CAMERAS
 from .annotate import points_in_boxes, visible_fractions
 from .catalog import visibility_token
@@ -153,7 +154,7 @@ def generate_world(
     names = [f"synth-{i:04d}" for i in range(scenes)]
     n_val = max(1, round(0.2 * scenes)) if scenes > 1 else 0
     splits = {"train": names[: scenes - n_val], "val": names[scenes - n_val:]}
-    bar = tqdm(total=scenes * samples_per_scene, unit="sample", desc="synth", disable=not progress)
+    bar = progress_bar(total=scenes * samples_per_scene, unit="sample", desc="synth", disable=not progress)
     for i, name in enumerate(names):
         town, log, texture = towns[i // scenes_per_town]
         scene = _SceneWriter(root, tables, seed, i, name, town, log, texture, image_hw, instance_masks,
@@ -252,7 +253,7 @@ class _SceneWriter:
 
     # ---------------------------------------------------------------------------------------------------------- scene
 
-    def write(self, bar: tqdm) -> None:
+    def write(self, bar: Any) -> None:  # a progress bar
         """Render and record every frame of the scene, then add its records to the tables."""
         sample_records = [{"token": token(self.seed, "sample", self.index, k), "timestamp": self._us(t),
                            "scene_token": token(self.seed, "scene", self.index)}

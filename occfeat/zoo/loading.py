@@ -104,7 +104,8 @@ def _local_folder(name: str) -> str:
         return f"local-dir:{name}"
 
 
-def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: dict[str, Any], overrides: dict) -> _Source:
+def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: dict[str, Any], overrides: dict,
+             checkpoint_given: bool = False) -> _Source:
     name = _local_folder(name)
     if name.startswith("local-dir:"):
         folder = Path(name[len("local-dir:") :]).expanduser()
@@ -113,7 +114,7 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
                 raise InputError(
                     f"{name}: {folder} is a training run folder, not a saved model (no {CONFIG_FILE}). Export it with "
                     f"`occfeat export {folder} --out DIR` and load local-dir:DIR, or load its checkpoint with "
-                    f"occfeat.load(ARCH, pretrained=False, checkpoint={str(folder)!r}).")
+                    f"occfeat.load(ARCH, checkpoint={str(folder)!r}).")
             raise InputError(f"{name}: {folder / CONFIG_FILE} does not exist; a local-dir holds config.json + "
                              "model.safetensors (occfeat.save_pretrained or `occfeat export` writes one).")
         config, data = _read_config(folder / CONFIG_FILE)
@@ -135,7 +136,7 @@ def _resolve(name: str, *, pretrained: bool, revision: str | None, hub_kwargs: d
         spec = get_weights(name)
     except UnknownNameError:
         if name in list_models():
-            if pretrained:
+            if pretrained and not checkpoint_given:  # with checkpoint=, the architecture is the skeleton it fills
                 ids = _weights_of(name)
                 registered = (f"its registered weights are {', '.join(map(repr, ids))}: load one of those ids"
                               if ids else "no weights are registered for it")
@@ -317,7 +318,8 @@ def load(
         overrides["map_classes"] = tuple(f"class_{i}" for i in range(num_classes))
     hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token, verify=verify)
     check_device(device)  # before any download
-    source = _resolve(name, pretrained=pretrained, revision=revision, hub_kwargs=hub_kwargs, overrides=overrides)
+    source = _resolve(name, pretrained=pretrained, revision=revision, hub_kwargs=hub_kwargs, overrides=overrides,
+                      checkpoint_given=checkpoint is not None)
     device = torch.device(device) if device is not None else torch.device("cpu")
     run_state: dict[str, Tensor] = {}
     if checkpoint is not None:  # the report and any error name the file read, not only the architecture it fills
