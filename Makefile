@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Test processes (pytest-xdist): most tests run one intra-op thread, so two processes use two cores.
+WORKERS ?= 2
 
 .PHONY: venv demo test test-fast bench clean
 
@@ -18,10 +20,10 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check occfeat tests bench examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not slow"
 
 bench: venv
 	$(BIN)/python bench/models.py

@@ -269,6 +269,17 @@ def test_the_lifting_convention_reproduces_simple_bevs_sampling(reference, conve
     assert (own.permute(0, 1, 3, 2, 4) - expected).abs().max() > 1e-2 * expected.abs().max()
 
 
+def assert_outputs_are_segnets(outputs, seg_e, center_e, offset_e) -> None:
+    """occfeat's head outputs equal Segnet's (seg_e, center_e, offset_e), in Simple-BEV's conventions."""
+    def close(ours, theirs):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+
+    close(outputs["vehicle"], seg_e)
+    close(torch.sigmoid(outputs["center"]), center_e)
+    # occfeat's offset is (centre - cell) as (row, col); Simple-BEV's (cell - centre) as (x, z) = (col, row).
+    close(outputs["offset"], -offset_e.flip(1))
+
+
 def test_the_converted_network_computes_simple_bevs_outputs(reference, converted, simple_bev_batch):
     out, _ = converted
     model = occfeat.load(f"local-dir:{out}").eval()
@@ -277,13 +288,7 @@ def test_the_converted_network_computes_simple_bevs_outputs(reference, converted
         seg_e, center_e, offset_e = reference(rgb, pix_T_cams, cam0_T_camXs)
         outputs = model(**simple_bev_inputs(rgb, pix_T_cams, cam0_T_camXs))
 
-    def close(ours, theirs):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
-
-    close(outputs["vehicle"], seg_e)
-    close(torch.sigmoid(outputs["center"]), center_e)
-    # occfeat's offset is (centre - cell) as (row, col); Simple-BEV's (cell - centre) as (x, z) = (col, row).
-    close(outputs["offset"], -offset_e.flip(1))
+    assert_outputs_are_segnets(outputs, seg_e, center_e, offset_e)
     assert seg_e.std() > 1e-3 and offset_e.std() > 1e-3  # not a constant output
 
 

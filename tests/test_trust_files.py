@@ -358,13 +358,7 @@ def test_simple_bev_inputs_with_the_reference_camera_anywhere_give_segnets_outpu
     with torch.no_grad():
         seg_e, center_e, offset_e = segnet(rgb, pix_T_cams, cam0_T_camXs)
         outputs = converted_segnet(**simple_bev_inputs(rgb, pix_T_cams, cam0_T_camXs))
-
-    def close(ours, theirs):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
-
-    close(outputs["vehicle"], seg_e)
-    close(torch.sigmoid(outputs["center"]), center_e)
-    close(outputs["offset"], -offset_e.flip(1))
+    simple_bev_reference.assert_outputs_are_segnets(outputs, seg_e, center_e, offset_e)
 
 
 def test_simple_bev_inputs_put_the_identity_camera_at_the_raster_camera(segnet_batch):
