@@ -105,6 +105,20 @@ def _part(results: dict) -> dict:
             "command": results.get("command")}
 
 
+def draw(results: dict, settings, out: Path, save_to: str | None) -> None:
+    """``table.md`` and ``comparison.png`` from a results.json's contents, into ``out`` (and copied to ``save_to``
+    with results.json)."""
+    # After a merge or a pairing, the title counts every part's inits and seeds (chart_title reads the rows).
+    plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
+    tables = markdown_table(results["cells"]) + "\n\n" + paired_table(results["paired"]) + "\n"
+    (out / "table.md").write_text(tables)
+    print(tables)
+    if save_to:
+        Path(save_to).mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "table.md", "comparison.png"):
+            shutil.copy(out / name, Path(save_to) / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/lowdata", help="working folder: the world, runs, weights (GBs)")
@@ -139,7 +153,18 @@ def main() -> None:
     parser.add_argument("--random-backbone", action="store_true",
                         help="the earlier regime: random backbones instead of ImageNet Lite0 for every init")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--redraw", default=None, metavar="RESULTS_JSON",
+                        help="run nothing: draw table.md and comparison.png again from a finished results.json (into "
+                        "its folder; and --save-to)")
     args = parser.parse_args()
+    if args.redraw:
+        path = Path(args.redraw)
+        results = json.loads(path.read_text())
+        fields = {f.name for f in dataclasses.fields(BENCHMARK)}
+        stored = {k: tuple(map(tuple, v)) if k == "pretrain_overrides" else tuple(v) if isinstance(v, list) else v
+                  for k, v in results["settings"].items() if k in fields}
+        draw(results, dataclasses.replace(BENCHMARK, **stored), path.parent, args.save_to)
+        return
     torch.set_num_threads(args.threads)
     inits = [*args.inits, *(["occfeat-dinov2"] if args.dinov2_weights and "occfeat-dinov2" not in args.inits else [])]
     settings = dataclasses.replace(
@@ -163,17 +188,7 @@ def main() -> None:
     if args.merge_with:
         results = merge_with(results, json.loads(Path(args.merge_with).read_text()), settings)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    rows = results["rows"]  # after a merge, the title counts every part's inits and pretraining seeds
-    shown = dataclasses.replace(settings, inits=tuple(_inits_of(rows)),
-                                pretraining_seeds=max(1, len({r.get("pretrain_seed") for r in rows} - {None})))
-    plot_comparison(rows, out / "comparison.png", chart_title(shown, results))
-    tables = markdown_table(results["cells"]) + "\n\n" + paired_table(results["paired"]) + "\n"
-    (out / "table.md").write_text(tables)
-    print(tables)
-    if args.save_to:
-        Path(args.save_to).mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "table.md", "comparison.png"):
-            shutil.copy(out / name, Path(args.save_to) / name)
+    draw(results, settings, out, args.save_to)
     split = results["split"]
     print(f"bench/lowdata.py: {len(results['rows'])} fine-tuning runs, pool {split['pool_samples']} frames "
           f"({split['pool_to_largest_labelled']:.1f}x the largest labelled subset), {split['val_samples']} held-out "

@@ -458,11 +458,16 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 def chart_title(settings: ComparisonSettings, results: dict[str, Any]) -> str:
     """The chart's title: what was run, on what, and that the teacher is a stand-in."""
-    split = results["split"]
-    teacher = " (OccFeat with the stand-in teacher for DINOv2 on generated worlds)" if "occfeat" in settings.inits else ""
+    split, rows = results["split"], results.get("rows") or []
+    # From the rows when there are some: after a merge or a pairing they hold more inits and seeds than this part ran.
+    inits = _inits_of(rows) if rows else list(settings.inits)
+    pretraining_seeds = len({r.get("pretrain_seed") for r in rows} - {None}) if rows else settings.pretraining_seeds
+    runs_per_cell = max((c["seeds"] for c in summarise(rows)), default=1) if rows else max(settings.seeds_per_fraction)
+    teacher = (" (OccFeat with the stand-in teacher for DINOv2 on generated worlds)"
+               if any(i.startswith("occfeat") for i in inits) else "")
     backbone = "ImageNet Lite0 backbone for every row" if settings.pretrained_backbone else "random backbones"
-    seeds = ("one run per cell" if max(settings.seeds_per_fraction) == 1 and settings.pretraining_seeds == 1 else
-             "mean ± std over runs (fine-tuning" + (" x pretraining" if settings.pretraining_seeds > 1 else "")
+    seeds = ("one run per cell" if runs_per_cell == 1 else
+             "mean ± std over runs (fine-tuning" + (" x pretraining" if pretraining_seeds > 1 else "")
              + " seeds), dots = runs")
     return (f"{settings.arch} on a generated world (a stand-in for nuScenes): {split['pool_samples']} unlabelled train "
             f"frames, {split['val_samples']} held-out frames; {backbone}; {settings.pretrain_steps} pretraining "

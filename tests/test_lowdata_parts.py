@@ -59,3 +59,29 @@ def test_parts_that_are_not_one_benchmark_are_refused():
         lowdata.merge_with(_results(longer, _rows(("occupancy",), [1]), 1.0), part_a, longer)
     with pytest.raises(SystemExit, match="in both parts"):  # the same runs twice would count a seed twice
         lowdata.merge_with(_results(first, _rows(("occupancy",), [0]), 1.0), part_a, first)
+
+
+def test_an_ablation_paired_with_merged_parts_is_drawn_and_can_be_redrawn(tmp_path, monkeypatch):
+    """The separate-branch ablation's run ended in a ConfigError while drawing: its tagged init
+    (``occfeat[feature_branch=separate]``) went into a ComparisonSettings. The title now reads the rows, and
+    ``--redraw`` draws a finished results.json again without running anything."""
+    import json
+    import sys
+
+    from occfeat.demo import chart_title
+
+    lowdata = _lowdata()
+    baseline_settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2)
+    baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
+                "split": {"pool_samples": 240, "val_samples": 60}}
+    ablation = dataclasses.replace(BENCHMARK, inits=("occfeat",), pretraining_seeds=1,
+                                   pretrain_overrides=(("feature_branch", "separate"),))
+    paired = lowdata.pair_with({**_results(ablation, _rows(("occfeat",), [0]), 5.0), "split": baseline["split"]},
+                               baseline, ablation)
+    title = chart_title(ablation, paired)
+    assert "fine-tuning x pretraining seeds" in title and "stand-in teacher" in title
+    (tmp_path / "results.json").write_text(json.dumps(paired))
+    monkeypatch.setattr(sys, "argv", ["lowdata.py", "--redraw", str(tmp_path / "results.json")])
+    lowdata.main()
+    table = (tmp_path / "table.md").read_text()
+    assert "occfeat[feature_branch=separate] − occupancy only" in table and (tmp_path / "comparison.png").stat().st_size

@@ -188,6 +188,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(synthetic_worl
     ddp = subprocess.run([*torchrun, str(script), arguments(str(tmp_path / "ddp"), batch_size=2)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-4000:]
+    assert ddp.stdout.count("pretrain (occfeat): ") == 1, ddp.stdout[-2000:]  # one summary line, not one per rank
     single = subprocess.run([sys.executable, str(script), arguments(str(tmp_path / "single"), batch_size=1, grad_accum_steps=2)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-4000:]
