@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     # Without --dataroot: a small generated world (nuScenes format, read by the real nuscenes-devkit).
     dataroot, version = dataroot_or_world(args.dataroot, args.version, out / "world", scenes=args.scenes, samples_per_scene=4)
 
-    result = finetune(args.model, dataroot=dataroot, version=version, out_dir=out / "run", fraction=args.fraction,
+    # It prints one summary line at the end: IoU on the validation split; OUT/run holds checkpoints, eval.json, pictures.
+    finetune(args.model, dataroot=dataroot, version=version, out_dir=out / "run", fraction=args.fraction,
                       recipe=args.recipe, max_steps=args.steps or None, device="auto")
-    print(result.summary())  # IoU on the validation split; OUT/run holds checkpoints, eval.json and pictures
 
 
 if __name__ == "__main__":

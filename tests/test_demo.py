@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from occfeat.cli import EXIT_ERROR, main
 from occfeat.demo import (BENCHMARK, DEFAULT, QUICK, ComparisonSettings, crossed_interval, paired_differences,
-                          run_demo, seed_spread)
+                          benchmark_difference, difference_verdicts, run_demo)
 from occfeat.errors import ConfigError
 from occfeat.models.imagenet import EFFICIENTNET_LITE0
 
@@ -146,14 +147,40 @@ def test_the_crossed_interval_covers_the_mean_where_the_fine_tuning_one_does_not
     assert covered_crossed / trials > 0.9 and covered_naive / trials < 0.7
 
 
-def test_seed_spread_reads_the_benchmark_difference_of_the_same_rank():
+def test_the_benchmark_difference_is_the_one_of_the_same_rank():
     def entry(fraction, std):
         return {"fraction": fraction, "init": "occfeat", "baseline": "scratch", "vehicle_iou": {"std": std}}
 
     benchmark = {"paired": [entry(0.02, 0.04), entry(0.1, 0.02)]}
-    assert seed_spread(benchmark, entry(0.05, None), (0.05, 0.1)) == 0.04
-    assert seed_spread(benchmark, entry(0.1, None), (0.05, 0.1)) == 0.02
-    assert seed_spread(None, entry(0.1, None), (0.05, 0.1)) is None
+    assert benchmark_difference(benchmark, entry(0.05, None), (0.05, 0.1))["vehicle_iou"]["std"] == 0.04
+    assert benchmark_difference(benchmark, entry(0.1, None), (0.05, 0.1))["vehicle_iou"]["std"] == 0.02
+    assert benchmark_difference(None, entry(0.1, None), (0.05, 0.1)) is None
+
+
+def test_a_one_seed_difference_against_the_benchmark_is_labelled_noise_not_a_finding():
+    """The demo's report: within the spread -> noise; beyond it and the benchmark's way -> agrees; beyond it against
+    a direction the benchmark resolved -> listed as noise of the short run, naming the benchmark's interval."""
+    def difference(init, baseline, fraction, mean, ci95=None, std=None):
+        return {"init": init, "baseline": baseline, "fraction": fraction,
+                "vehicle_iou": {"mean": mean, "std": std, "ci95": ci95, "per_seed": [mean] * 10}}
+
+    benchmark = {"settings": {"pretrain_steps": 800}, "paired": [
+        difference("occupancy", "scratch", 0.02, 0.10, (0.08, 0.12), 0.016),
+        difference("occfeat", "occupancy", 0.02, 0.004, (0.0003, 0.008), 0.006),
+        difference("occfeat", "scratch", 0.02, 0.0, (-0.02, 0.02), 0.01)]}
+    demo = {"paired": [difference("occupancy", "scratch", 0.05, 0.033),  # beyond 2 x 1.6, the benchmark's way
+                       difference("occfeat", "occupancy", 0.05, -0.024),  # beyond 2 x 0.6, against it
+                       difference("occfeat", "occupancy", 0.1, -0.005),  # within 2 x 0.6
+                       difference("occfeat", "scratch", 0.05, 0.05)]}  # beyond, but the benchmark has no direction
+    settings = dataclasses.replace(DEFAULT, pretrain_steps=180)
+    lines, contradictions = difference_verdicts(demo, settings, benchmark)
+    assert "**exceeds**" in lines[0] and "agrees with the benchmark: +10.0 [+8.0, +12.0] at 2% over 10" in lines[0]
+    assert "**against** the benchmark: +0.40 [+0.03, +0.80]" in lines[1] and "not as a finding" in lines[1]
+    assert "180 pretraining steps, not the benchmark's 800" in lines[1]
+    assert "cannot tell it from noise" in lines[2] and "exceeds" not in lines[2]
+    assert "not resolved by" in lines[3]
+    assert contradictions == [lines[1]]
+    assert "no benchmark spread" in difference_verdicts(demo, settings, None)[0][0]
 
 
 def test_the_designs_promises_hold_for_the_shipped_settings():

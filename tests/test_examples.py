@@ -33,15 +33,18 @@ def test_load_and_predict(tmp_path, capsys):
 @pytest.mark.slow
 def test_finetune_low_data(tmp_path, capsys):
     run_example("finetune_low_data", ["--out", str(tmp_path), "--steps", "2", "--scenes", "3"])
-    assert "finetune: " in capsys.readouterr().out and (tmp_path / "run" / "eval.json").is_file()
+    printed = capsys.readouterr().out
+    assert printed.count("finetune: ") == 1 and (tmp_path / "run" / "eval.json").is_file()  # one summary line
 
 
 @pytest.mark.slow
 def test_reproduce_pretraining(tmp_path, capsys):
     run_example("reproduce_pretraining", ["--out", str(tmp_path), "--steps", "2", "--scenes", "3",
-                                          "--teacher-weights", "random"])
+                                          "--teacher-weights", "random", "--arch", "simplebev-lite0-tiny",
+                                          "--pretrained-backbone"])
     printed = capsys.readouterr().out
-    assert "pretrain (occfeat)" in printed and "missing 0, unexpected 0" in printed
+    assert printed.count("pretrain (occfeat)") == 1 and "missing 0, unexpected 0" in printed  # one summary line
+    assert "backbone: EfficientNet-Lite0, ImageNet-1k" in printed  # --pretrained-backbone reached the network
     assert (tmp_path / "weights" / "model.safetensors").is_file()
 
 

@@ -40,39 +40,18 @@ from occfeat.errors import (
 from occfeat.testing import HubServer
 from occfeat.zoo.registry import REGISTRY, register_weights
 
+from .zoo_helpers import FILES, REPO, registry_entry, save_tiny
+
 pytest_plugins = ["occfeat.testing.pytest_plugin"]  # the hub_server fixture
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHT_ID = "simplebev-tiny.trust-test"
 HUB_REPO = "occfeat-test/trust"
-FILES = ("config.json", "model.safetensors")
-
-
-def sha256_of(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def registry_entry(folder: Path, repo: str | None, commit: str | None, **changes) -> dict:
-    """A registry entry for the simplebev-tiny saved in ``folder``, pinned at ``commit`` of ``repo``."""
-    entry = json.loads((REPO / "occfeat" / "zoo" / "weights.json").read_text())["weights"]["bevformer-enb0.occfeat-nuscenes"]
-    return {
-        **entry, "architecture": "simplebev-tiny", "aliases": [],
-        "input": json.loads((folder / "config.json").read_text())["input"],
-        "hub": {"repo": repo, "commit": commit},
-        "files": {name: {"sha256": sha256_of(folder / name), "size": (folder / name).stat().st_size} for name in FILES},
-        **changes,
-    }
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    torch.manual_seed(0)
-    model = occfeat.create_model("simplebev-tiny").eval()
     folder = tmp_path_factory.mktemp("saved")
-    occfeat.save_pretrained(model, folder, weight_id=WEIGHT_ID)
-    return model, folder
+    return save_tiny(folder, WEIGHT_ID), folder
 
 
 @pytest.fixture

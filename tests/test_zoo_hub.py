@@ -10,31 +10,23 @@ import torch
 
 import occfeat
 from occfeat.testing import HubServer
-from occfeat.zoo.hub import HubError, IntegrityError, WeightsNotCachedError, sha256_file
+from occfeat.zoo.hub import HubError, IntegrityError, WeightsNotCachedError
 from occfeat.zoo.registry import REGISTRY, register_weights
 
-REPO = Path(__file__).resolve().parents[1]
+from .zoo_helpers import FILES, registry_entry, save_tiny
+
 WEIGHT_ID = "simplebev-tiny.hub-test"
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """A simplebev-tiny saved, committed to a local Hub and registered with its pinned commit and sha256s."""
-    torch.manual_seed(0)
-    model = occfeat.create_model("simplebev-tiny").eval()
     folder = tmp_path_factory.mktemp("published")
-    occfeat.save_pretrained(model, folder, weight_id=WEIGHT_ID)
+    model = save_tiny(folder, WEIGHT_ID)
     with HubServer() as hub:
         hub.create_repo("occfeat-test/simplebev-tiny")
-        files = {name: folder / name for name in ("config.json", "model.safetensors")}
-        commit = hub.commit("occfeat-test/simplebev-tiny", files)
-        entry = json.loads((REPO / "occfeat" / "zoo" / "weights.json").read_text())["weights"]["bevformer-enb0.occfeat-nuscenes"]
-        entry = {
-            **entry, "architecture": "simplebev-tiny", "aliases": ["tiny-hub-test"],
-            "input": json.loads((folder / "config.json").read_text())["input"],  # the tiny network's, not enb0's
-            "hub": {"repo": "occfeat-test/simplebev-tiny", "commit": commit},
-            "files": {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for name, path in files.items()},
-        }
+        commit = hub.commit("occfeat-test/simplebev-tiny", {name: folder / name for name in FILES})
+        entry = registry_entry(folder, "occfeat-test/simplebev-tiny", commit, aliases=["tiny-hub-test"])
         register_weights({"weights": {WEIGHT_ID: entry}})
         yield hub, model, commit
     REGISTRY.reset()
