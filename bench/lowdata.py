@@ -58,9 +58,10 @@ PAIRED_FIELDS = ("arch", "pretrained_backbone", "scenes", "samples_per_scene", "
                  "first_seed", "finetune_epochs", "finetune_min_steps", "val_samples")
 
 
-def pair_with(results: dict, baseline: dict, settings) -> dict:
-    """This run's rows (inits tagged with the overrides) merged with a finished run's, and every tagged init compared
-    seed for seed with every init of the finished run."""
+def pair_with(results: dict, baseline_path: str, settings) -> dict:
+    """This run's rows (inits tagged with the overrides) merged with a finished run's (its results.json at
+    `baseline_path`), and every tagged init compared seed for seed with every init of the finished run."""
+    baseline = json.loads(Path(baseline_path).read_text())
     theirs = baseline["settings"]
     mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
     if mismatched:
@@ -71,7 +72,7 @@ def pair_with(results: dict, baseline: dict, settings) -> dict:
     comparisons = [(mine, other) for mine in sorted({r["init"] for r in ours})
                    for other in _inits_of(baseline["rows"])]
     return {**results, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows, comparisons),
-            "paired_with": {"results": baseline.get("world"), "settings": theirs, "tag": tag}}
+            "paired_with": {"results": str(baseline_path), "settings": theirs, "tag": tag}}
 
 
 # The settings parts of one benchmark must share to be merged: the pairing's, and the pretraining recipe's.
@@ -184,7 +185,7 @@ def main() -> None:
     results["command"] = "python bench/lowdata.py " + " ".join(sys.argv[1:])
     out = Path(args.out)
     if args.pair_with:
-        results = pair_with(results, json.loads(Path(args.pair_with).read_text()), settings)
+        results = pair_with(results, args.pair_with, settings)
     if args.merge_with:
         results = merge_with(results, json.loads(Path(args.merge_with).read_text()), settings)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
