@@ -12,6 +12,8 @@ from occfeat.cli import EXIT_USAGE, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["occfeat.testing.pytest_plugin"]  # the hub_server fixture
+
 
 def test_dir_lists_the_lazily_loaded_api():
     names = dir(occfeat)
@@ -166,6 +168,20 @@ def test_from_pretrained_and_save_pretrained_are_the_zoos_functions(tiny_model, 
     loaded = BEVModel.from_pretrained(f"local-dir:{tmp_path / 'saved'}")
     assert loaded.load_report.clean
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny_model.state_dict().items())
+
+
+def test_push_to_hub_as_a_method_publishes_what_from_pretrained_loads_back(tiny_model, hub_server, tmp_path):
+    import torch
+
+    from occfeat.models import BEVModel
+
+    result = tiny_model.push_to_hub("occfeat-test/method", endpoint=hub_server.endpoint, token="t",
+                                    print_entry=False)
+    assert result["commit"] == hub_server.resolve("occfeat-test/method")
+    loaded = BEVModel.from_pretrained(f"hf-hub:occfeat-test/method@{result['commit']}", endpoint=hub_server.endpoint,
+                                      cache_dir=tmp_path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny_model.state_dict().items())
+
 
 
 # ---- names: what load() accepts, and what it says when it cannot ----------------------------------------------------
