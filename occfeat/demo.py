@@ -613,22 +613,24 @@ def difference_verdicts(results: dict[str, Any], settings: ComparisonSettings,
         runs = len(theirs.get("per_seed", ())) or "its"
         their_answer = (f"the benchmark: {_points(theirs['mean'])} [{_points(low)}, {_points(high)}] at "
                         f"{match['fraction']:.0%} over {runs} paired runs")
+        # The threshold is printed as compared: "twice the std (2 x 1.6 = 3.2 points)", not the std alone.
+        threshold = f"2 x {100 * spread:.1f} = {200 * spread:.1f} points"
         if abs(difference) <= 2 * spread:
             lines.append(f"- {name}: {100 * difference:+.1f} vehicle IoU points, within twice the benchmark's "
-                         f"seed-to-seed standard deviation of this difference ({100 * spread:.1f} points): one seed "
+                         f"seed-to-seed standard deviation of this difference ({threshold}): one seed "
                          f"cannot tell it from noise ({their_answer}).")
             continue
         against = (low > 0 and difference < 0) or (high < 0 and difference > 0)
         if not against:
             agrees = "agrees with" if low > 0 or high < 0 else "has a direction that is not resolved by"
             lines.append(f"- {name}: {100 * difference:+.1f} vehicle IoU points, **exceeds** twice the benchmark's "
-                         f"seed-to-seed standard deviation of this difference ({100 * spread:.1f} points) and "
+                         f"seed-to-seed standard deviation of this difference ({threshold}) and "
                          f"{agrees} {their_answer}.")
             continue
         steps = (f" with {settings.pretrain_steps} pretraining steps, not the benchmark's {bench_steps}"
                  if bench_steps and bench_steps != settings.pretrain_steps else "")
         sentence = (f"- {name}: {100 * difference:+.1f} vehicle IoU points, **against** {their_answer}. It is "
-                    f"larger than the benchmark's seed-to-seed spread ({100 * spread:.1f} points), but it is one "
+                    f"larger than twice the benchmark's seed-to-seed standard deviation ({threshold}), but it is one "
                     f"seed of a smaller run{steps}: read it as this run's noise or its short schedule, not as a "
                     f"finding that overturns the benchmark's paired runs.")
         lines.append(sentence)
