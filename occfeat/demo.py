@@ -594,7 +594,7 @@ def _points(iou: float) -> str:
 
 
 def difference_verdicts(results: dict[str, Any], settings: ComparisonSettings,
-              benchmark: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+                        benchmark: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     """One plain sentence per paired difference of vehicle IoU: does it exceed the benchmark's seed spread, and does
     it go the benchmark's way? Returns (every verdict, the contradictions): a one-seed difference against the
     direction that the benchmark's paired runs resolved is labelled noise of this short run, never a finding."""

@@ -79,7 +79,7 @@ def test_an_ablation_paired_with_merged_parts_is_drawn_and_can_be_redrawn(tmp_pa
     (tmp_path / "baseline.json").write_text(json.dumps(baseline))
     paired = lowdata.pair_with({**_results(ablation, _rows(("occfeat",), [0]), 5.0), "split": baseline["split"]},
                                str(tmp_path / "baseline.json"), ablation)
-    assert paired["paired_with"]["results"] == str(tmp_path / "baseline.json")  # it named the world, not the file
+    assert paired["paired_with"]["results"] == str(tmp_path / "baseline.json")  # the file paired with (it used to record that run's world folder)
     title = chart_title(ablation, paired)
     assert "fine-tuning x pretraining seeds" in title and "stand-in teacher" in title
     (tmp_path / "results.json").write_text(json.dumps(paired))
