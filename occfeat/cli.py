@@ -390,7 +390,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, quick=args.quick, seed=args.seed)
+    run_demo(out_dir=args.out, quick=args.quick, seed=args.seed, workers=args.workers)
     return 0
 
 
@@ -596,8 +596,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="the main job end to end on a generated world (see README)")
     demo.add_argument("--out", default="outputs/demo", help="report folder (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a plumbing check (about 3 minutes): a 5-scene world, 20 pretraining steps, 25 %% and 100 %% of its 16 "
-                      "train frames; its numbers are noise (the default demo is the 5 %% / 10 %% comparison)")
+                      "train frames; its numbers are noise (the default demo is the 5 %% comparison)")
     demo.add_argument("--seed", type=int, default=0, help="the seed of every run (default: 0)")
+    demo.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="runs at once, each in its own process with 1/N of the threads (default: 2 on 2 cores or "
+                           "more; 1 runs them one after another in this process, with their progress bars)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -24,14 +24,19 @@ pretraining, which beats no pretraining. The miniature keeps that design:
 5. ``results.json`` (every run's own numbers and the settings), the tables (mean ± std per cell, paired differences
    with a 95 % t interval over seeds) and a chart.
 
-``run_demo`` is one seed of a smaller comparison, with a report; ``bench/lowdata.py`` runs the benchmark.
+The runs are independent but for one order (a fine-tuning run starts from its pretraining), so ``run_grid`` runs
+them in worker processes, two at a time by default. ``run_demo`` is one seed of a smaller comparison, with a report;
+``bench/lowdata.py`` runs the benchmark.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import statistics
 import textwrap
@@ -42,7 +47,7 @@ from typing import Any, Sequence
 
 from .progress import progress_bar
 
-from .errors import ConfigError
+from .errors import ConfigError, WorkerError
 from .models.load_report import describe_backbone_init
 from .pretrain.teacher import DEFAULT_TEACHER, STAND_IN_TEACHER
 
@@ -125,6 +130,9 @@ class ComparisonSettings:
             raise ConfigError(f"ComparisonSettings: pretraining_seeds={self.pretraining_seeds}; at least 1.")
         if list(self.fractions) != sorted(set(self.fractions)) or not all(0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"ComparisonSettings: fractions {self.fractions} must be increasing, in (0, 1].")
+        from .pretrain.recipes import get_recipe
+
+        get_recipe("cpu-tiny", **dict(self.pretrain_overrides))  # a misspelt override fails before the world is made
 
     def pretrain_seeds(self) -> list[int]:
         first = self.first_seed if self.first_pretraining_seed is None else self.first_pretraining_seed
@@ -146,10 +154,13 @@ class ComparisonSettings:
 # bench/lowdata.py. 800 pretraining steps (6.7 passes over the pool): bench/lowdata/curves has the 1,600-step curve.
 BENCHMARK = ComparisonSettings(inits=("scratch", "occupancy", "occfeat"), pretrain_steps=800, pretraining_seeds=2,
                                pretrain_eval_every=200)
-# The demo: one seed, a smaller world and shorter schedules, so that it fits ~13 minutes on 2 CPU cores.
+# The demo: one seed, one fraction, a smaller world and shorter schedules, so that `make demo` fits 15 minutes on
+# 2 CPU cores. Its 180 pretraining steps use λ = 0.25: at that length λ = 1 leaves OccFeat's head behind
+# occupancy-only's on occupancy; λ = 0.25 keeps pace, and after the benchmark's 800 steps it fine-tunes like λ = 1
+# (bench/RESULTS.md, "Paired ablations" and "`make demo`").
 DEFAULT = ComparisonSettings(scenes=15, samples_per_scene=8, inits=("scratch", "occupancy", "occfeat"),
-                             pretrain_steps=180, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1),
-                             finetune_min_steps=60, pretrain_val_samples=6)
+                             pretrain_steps=180, fractions=(0.05,), seeds_per_fraction=(1,),
+                             finetune_min_steps=60, pretrain_val_samples=6, pretrain_overrides=(("lambda_feat", 0.25),))
 QUICK = ComparisonSettings(scenes=5, samples_per_scene=4, world_image_hw=(90, 160), inits=("scratch", "occupancy", "occfeat"),
                            pretrain_steps=20, fractions=(0.25, 1.0), seeds_per_fraction=(1, 1), finetune_epochs=2.0,
                            finetune_min_steps=12, pretrain_val_samples=4)
@@ -174,56 +185,60 @@ def world_split(world: Any, settings: ComparisonSettings) -> dict[str, Any]:
             "val_scenes": list(world.val_scenes), "train_scenes": len(world.train_scenes), "towns": world.towns}
 
 
-def pretrain_and_publish(
-    world: Any, settings: ComparisonSettings, out: Path, hub: Any, *, progress: bool = True
-) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, Any]]]:
-    """Pretrain ``settings.arch`` for each pretrained init on the unlabelled train split, export, push to ``hub``,
-    register and load back by name.
+@dataclass(frozen=True)
+class _Runs:
+    """What every run of one comparison reads: plain values, so a worker process can be handed it."""
 
-    Returns ({(init, pretraining seed): weight id}, {weight id: load report}, {"INIT-sSEED": the pretraining's
-    record, with its held-out curve}).
-    """
-    import occfeat
+    dataroot: str
+    version: str
+    settings: ComparisonSettings
+    out: str
+    endpoint: str  # the loopback Hub the pretrained networks are published to and loaded back from
 
-    from .pretrain import export_pretrain_run, pretrain
-    from .zoo.publishing import push_to_hub
-    from .zoo.registry import register_weights
 
-    ids, reports, entries, records = {}, {}, {}, {}
-    pretrainings = [(init, seed) for init in settings.inits if init != "scratch" for seed in settings.pretrain_seeds()]
-    for init, seed in pretrainings:
-        spec = PRETRAININGS[init]
-        weight_id = f"{settings.arch}.{init}-synthetic-s{seed}"
-        run = out / "runs" / f"pretrain-{init}-s{seed}"
-        overrides: dict[str, Any] = {"eval_every": settings.pretrain_eval_every, **dict(settings.pretrain_overrides)}
-        if "teacher" in spec:
-            overrides["teacher"] = spec["teacher"]
-        weights = settings.dinov2_weights if init == "occfeat-dinov2" else spec.get("teacher_weights")
-        started = time.perf_counter()
-        result = pretrain(settings.arch, dataroot=world.dataroot, version=world.version, out_dir=run, recipe="cpu-tiny",
-                          mode=spec["mode"], max_steps=settings.pretrain_steps, val_samples=settings.pretrain_val_samples,
-                          seed=seed, device="cpu", progress=progress, teacher_weights=weights,
-                          cache_dir=out / "teacher-cache", recipe_overrides=overrides,
-                          load_kwargs=settings.backbone_options())
-        info = json.loads((run / "run.json").read_text())
-        records[f"{init}-s{seed}"] = {
-            "init": init, "seed": seed, "run": str(run), "mode": spec["mode"], "samples": info["samples"],
+def _pretraining_run(runs: _Runs, init: str, seed: int, progress: bool) -> dict[str, Any]:
+    """Pretrain ``settings.arch`` for ``init`` with pretraining seed ``seed`` on the unlabelled train split; the run's
+    record, with its held-out curve."""
+    from .pretrain import pretrain
+
+    settings, out = runs.settings, Path(runs.out)
+    spec = PRETRAININGS[init]
+    run = out / "runs" / f"pretrain-{init}-s{seed}"
+    overrides: dict[str, Any] = {"eval_every": settings.pretrain_eval_every, **dict(settings.pretrain_overrides)}
+    if "teacher" in spec:
+        overrides["teacher"] = spec["teacher"]
+    weights = settings.dinov2_weights if init == "occfeat-dinov2" else spec.get("teacher_weights")
+    started = time.perf_counter()
+    result = pretrain(settings.arch, dataroot=runs.dataroot, version=runs.version, out_dir=run, recipe="cpu-tiny",
+                      mode=spec["mode"], max_steps=settings.pretrain_steps, val_samples=settings.pretrain_val_samples,
+                      seed=seed, device="cpu", progress=progress, teacher_weights=weights,
+                      cache_dir=out / "teacher-cache", recipe_overrides=overrides,
+                      load_kwargs=settings.backbone_options())
+    info = json.loads((run / "run.json").read_text())
+    return {"init": init, "seed": seed, "run": str(run), "mode": spec["mode"], "samples": info["samples"],
             "steps": info["steps"], "teacher": info["teacher"], "teacher_role": info["teacher_role"],
             "backbone_init": info["backbone_init"], "seconds": time.perf_counter() - started, "metrics": result.metrics,
             "curve": pretraining_curve(run)}
-        folder = out / "weights" / weight_id
-        export_pretrain_run(run, folder, weight_id=weight_id)
-        pushed = push_to_hub(folder, f"occfeat-demo/{weight_id}", endpoint=hub.endpoint, token="occfeat-demo",
-                             print_entry=False)
-        entries[weight_id] = {**pushed["registry_entry"], "aliases": [], "dataset": f"generated world {world.dataroot}"}
-        ids[(init, seed)] = weight_id
-    registry = out / "registry.json"  # what a user keeps beside their code, or points OCCFEAT_REGISTRY at
-    registry.write_text(json.dumps({"schema": 1, "weights": entries}, indent=2) + "\n")
-    register_weights(registry)
-    for weight_id in ids.values():
-        model = occfeat.load(weight_id, endpoint=hub.endpoint, cache_dir=out / "hf-cache")
-        reports[weight_id] = str(model.load_report)
-    return ids, reports, records
+
+
+def _publish(runs: _Runs, record: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """Export a pretraining run, push it to the loopback Hub, register it and load it back by name (the zoo path).
+    Returns (weight id, its registry entry, the load report)."""
+    import occfeat
+
+    from .pretrain import export_pretrain_run
+    from .zoo.publishing import push_to_hub
+    from .zoo.registry import register_weights
+
+    weight_id = f"{runs.settings.arch}.{record['init']}-synthetic-s{record['seed']}"
+    folder = Path(runs.out) / "weights" / weight_id
+    export_pretrain_run(record["run"], folder, weight_id=weight_id)
+    pushed = push_to_hub(folder, f"occfeat-demo/{weight_id}", endpoint=runs.endpoint, token="occfeat-demo",
+                         print_entry=False)
+    entry = {**pushed["registry_entry"], "aliases": [], "dataset": f"generated world {runs.dataroot}"}
+    register_weights({"schema": 1, "weights": {weight_id: entry}})
+    model = occfeat.load(weight_id, endpoint=runs.endpoint, cache_dir=Path(runs.out) / "hf-cache")
+    return weight_id, entry, str(model.load_report)
 
 
 def pretraining_curve(run: Path) -> list[dict[str, float]]:
@@ -234,42 +249,143 @@ def pretraining_curve(run: Path) -> list[dict[str, float]]:
             for r in lines if any(k.startswith("eval/") for k in r)]
 
 
-def finetune_grid(
-    world: Any,
-    settings: ComparisonSettings,
-    out: Path,
-    starts: dict[str, str],
-    *,
-    load_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Fine-tune from each start ({(init, pretraining seed): weight id}; scratch builds ``settings.arch``) at each
-    fraction and fine-tuning seed, crossed with the pretraining seeds; one row per run (``pretrain_seed``: None for
-    scratch)."""
-    from .finetune.training import finetune
+@dataclass(frozen=True)
+class _FinetuneRun:
+    """One cell's run: a fraction, a fine-tuning seed, an initialisation and (pretrained ones) its pretraining seed."""
 
-    overrides = {"epochs": settings.finetune_epochs, "min_steps": settings.finetune_min_steps, "eval_every": 0}
-    rows = []
-    runs = [(fraction, seed, init, pretrain_seed) for fraction in settings.fractions for seed in settings.seeds(fraction)
-            for init in settings.inits
+    fraction: float
+    seed: int
+    init: str
+    pretrain_seed: int | None
+
+    @property
+    def start(self) -> tuple[str, int] | None:
+        """The pretraining it starts from; None for scratch."""
+        return None if self.pretrain_seed is None else (self.init, self.pretrain_seed)
+
+    @property
+    def folder(self) -> str:
+        scratch = self.pretrain_seed is None
+        return f"finetune-{self.init}{'' if scratch else f'-p{self.pretrain_seed}'}-{self.fraction:g}-s{self.seed}"
+
+
+def _finetune_runs(settings: ComparisonSettings) -> list[_FinetuneRun]:
+    """Every fine-tuning run of the grid, in the order of the results."""
+    return [_FinetuneRun(fraction, seed, init, None if init == "scratch" else pretrain_seed)
+            for fraction in settings.fractions for seed in settings.seeds(fraction) for init in settings.inits
             for pretrain_seed in ([None] if init == "scratch" else settings.pretrain_seeds())]
-    for fraction, seed, init, pretrain_seed in progress_bar(runs, desc="fine-tune grid", unit="run", disable=not progress):
-        started = time.perf_counter()
-        scratch = init == "scratch"
-        folder = f"finetune-{init}{'' if scratch else f'-p{pretrain_seed}'}-{fraction:g}-s{seed}"
-        result = finetune(
-            settings.arch if scratch else starts[(init, pretrain_seed)], dataroot=world.dataroot,
-            version=world.version, out_dir=out / "runs" / folder, fraction=fraction, recipe="cpu-tiny",
-            val_samples=settings.val_samples, device="cpu", seed=seed, progress=False, recipe_overrides=overrides,
-            load_kwargs=settings.backbone_options() if scratch else load_kwargs,
-        )
-        info = json.loads((result.run_dir / "run.json").read_text())
-        rows.append({"init": init, "fraction": fraction, "seed": seed, "pretrain_seed": pretrain_seed,
-                     "train_samples": result.train_samples,
-                     "steps": result.steps, "epochs": result.steps * info["recipe"]["batch_size"] / result.train_samples,
-                     "label_protocol": info["label_protocol"], "seconds": time.perf_counter() - started,
-                     "run": str(result.run_dir), **{k: result.metrics[k] for k in METRICS}})
-    return rows
+
+
+def _finetune_run(runs: _Runs, cell: _FinetuneRun, weight_id: str | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Fine-tune ``cell`` (from ``weight_id``, registered here from ``entry``: a worker process starts with the
+    package's registry only; scratch builds ``settings.arch``); one row of the results."""
+    from .finetune.training import finetune
+    from .zoo.registry import register_weights
+
+    settings, out = runs.settings, Path(runs.out)
+    if weight_id is not None and entry is not None:
+        register_weights({"schema": 1, "weights": {weight_id: entry}})
+    overrides = {"epochs": settings.finetune_epochs, "min_steps": settings.finetune_min_steps, "eval_every": 0}
+    started = time.perf_counter()
+    result = finetune(
+        weight_id or settings.arch, dataroot=runs.dataroot, version=runs.version, out_dir=out / "runs" / cell.folder,
+        fraction=cell.fraction, recipe="cpu-tiny", val_samples=settings.val_samples, device="cpu", seed=cell.seed,
+        progress=False, recipe_overrides=overrides,
+        load_kwargs=settings.backbone_options() if weight_id is None else
+        dict(endpoint=runs.endpoint, cache_dir=out / "hf-cache"),
+    )
+    info = json.loads((result.run_dir / "run.json").read_text())
+    return {"init": cell.init, "fraction": cell.fraction, "seed": cell.seed, "pretrain_seed": cell.pretrain_seed,
+            "train_samples": result.train_samples,
+            "steps": result.steps, "epochs": result.steps * info["recipe"]["batch_size"] / result.train_samples,
+            "label_protocol": info["label_protocol"], "seconds": time.perf_counter() - started,
+            "run": str(result.run_dir), **{k: result.metrics[k] for k in METRICS}}
+
+
+class _InProcess(concurrent.futures.Executor):
+    """``workers=1``: each run in this process, when it is submitted (and with its progress bar)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001  (raised again by the caller's future.result())
+            future.set_exception(error)
+        return future
+
+
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def default_workers() -> int:
+    """Runs at once: two where there are two cores or more. On 2 cores, two one-thread processes finish two runs
+    1.24-1.26x sooner than one two-thread process does (``bench/workers.py``; bench/RESULTS.md, "`make demo`")."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def run_grid(world: Any, settings: ComparisonSettings, out: Path, hub: Any, *, workers: int = 1,
+             progress: bool = True) -> tuple[dict[str, str], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Every pretraining, published and loaded back by name, and every fine-tuning run of the grid.
+
+    The runs are independent but for one order: a fine-tuning run starts from its pretraining. With ``workers`` > 1
+    they run in that many processes (each with an equal share of this process's torch threads): the pretrainings
+    and the scratch runs first, each pretraining's fine-tuning runs as soon as it is published. Which process runs
+    what does not change a result (each run is seeded); the thread count does, in the last digits of floating point.
+    A run that fails raises its own error here: the runs not started are cancelled, the ones running finish (each
+    run folder resumes, so calling again with the same folder picks up where the grid stopped).
+
+    Returns ({weight id: load report}, {"INIT-sSEED": the pretraining's record, with its held-out curve}, the rows in
+    ``_finetune_runs`` order).
+    """
+    import torch
+
+    runs = _Runs(str(world.dataroot), world.version, settings, str(out), hub.endpoint)
+    pretrainings = [(init, seed) for init in settings.inits if init != "scratch" for seed in settings.pretrain_seeds()]
+    cells = _finetune_runs(settings)
+    if workers > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads, initargs=(threads,))
+    else:
+        pool = _InProcess()
+    reports, records, entries, rows = {}, {}, {}, {}
+    bar = progress_bar(total=len(pretrainings) + len(cells), desc="comparison runs", unit="run", disable=not progress)
+    with pool, bar:
+        pending = {pool.submit(_pretraining_run, runs, init, seed, progress and workers == 1): ("pretraining", (init, seed))
+                   for init, seed in pretrainings}
+        pending |= {pool.submit(_finetune_run, runs, cell, None, None): ("fine-tuning", cell)
+                    for cell in cells if cell.start is None}
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                kind, key = pending.pop(future)
+                try:
+                    result = future.result()
+                except BaseException as error:
+                    for other in pending:
+                        other.cancel()
+                    if isinstance(error, concurrent.futures.BrokenExecutor):  # BrokenProcessPool
+                        raise WorkerError(
+                            f"a worker process stopped while running the {kind} run {key}, without a result or an "
+                            "error (its output, above, says why): killed for memory (fewer --workers), or a script "
+                            "that calls the comparison outside `if __name__ == \"__main__\":` (a worker imports the "
+                            "main script); workers=1 runs everything in this process.") from error
+                    raise
+                bar.update(1)
+                if kind == "fine-tuning":
+                    rows[key] = result
+                    continue
+                records[f"{key[0]}-s{key[1]}"] = result
+                weight_id, entries[weight_id], reports[weight_id] = _publish(runs, result)
+                pending |= {pool.submit(_finetune_run, runs, cell, weight_id, entries[weight_id]): ("fine-tuning", cell)
+                            for cell in cells if cell.start == key}
+    registry = out / "registry.json"  # what a user keeps beside their code, or points OCCFEAT_REGISTRY at
+    registry.write_text(json.dumps({"schema": 1, "weights": entries}, indent=2) + "\n")
+    order = [f"{init}-s{seed}" for init, seed in pretrainings]
+    return reports, {name: records[name] for name in order}, [rows[cell] for cell in cells]
 
 
 def label(init: str) -> str:
@@ -479,13 +595,16 @@ def compare_pretrainings(
     settings: ComparisonSettings = BENCHMARK,
     *,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Generate the world, pretrain each init once, publish, fine-tune the grid, summarise; writes results.json."""
+    """Generate the world, pretrain each init once, publish, fine-tune the grid, summarise; writes results.json.
+    ``workers``: runs at once, each in its own process (``run_grid``)."""
     from .models import get_model_config
     from .testing import HubServer
     from .zoo.registry import REGISTRY
 
     get_model_config(settings.arch)  # a typo fails now, not after the world is written
+    _refuse_in_a_starting_worker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _forget_other_comparisons(out, settings)
@@ -494,9 +613,7 @@ def compare_pretrainings(
     split = world_split(world, settings)
     with HubServer() as hub:
         try:
-            ids, load_reports, pretrainings = pretrain_and_publish(world, settings, out, hub, progress=progress)
-            rows = finetune_grid(world, settings, out, ids, progress=progress,
-                                 load_kwargs=dict(endpoint=hub.endpoint, cache_dir=out / "hf-cache"))
+            load_reports, pretrainings, rows = run_grid(world, settings, out, hub, workers=workers, progress=progress)
         finally:
             REGISTRY.reset()  # the demo's entries were for its own loopback Hub
     results = {"settings": settings.to_dict(), "world": str(world.dataroot), "split": split,
@@ -508,6 +625,16 @@ def compare_pretrainings(
                "load_reports": load_reports, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _refuse_in_a_starting_worker() -> None:
+    """A worker process (spawned) imports the parent's main script before it runs anything: a script that calls the
+    comparison at import would start it again in each worker, rewriting the world the parent is reading. Refused
+    there, with the fix."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # set while a spawned child starts
+        raise ConfigError("the comparison was started while a worker process was importing the main script: call "
+                          "it under `if __name__ == \"__main__\":` (each worker process imports the main script), "
+                          "or pass workers=1 (`--workers 1`).")
 
 
 def _forget_other_comparisons(out: Path, settings: ComparisonSettings) -> None:
@@ -553,16 +680,18 @@ def run_demo(
     progress: bool = True,
     settings: ComparisonSettings | None = None,
     reference: str | Path | None = None,
+    workers: int | None = None,
 ) -> Path:
     """The main job (see the module docstring); returns the report folder. ``settings`` overrides the default (or
     ``quick``) sizes; ``reference``: a benchmark ``results.json`` for the seed spread (default: the committed one,
-    when this is a source checkout)."""
+    when this is a source checkout); ``workers``: runs at once (default ``default_workers()``)."""
     settings = dataclasses.replace(settings or (QUICK if quick else DEFAULT), first_seed=seed)
     out = Path(out_dir)
     ours = (out / "results.json").exists() or (out / "settings.json").exists()  # finished, or interrupted
     if out.exists() and not ours and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not an occfeat demo folder: choose another --out.")
-    results = compare_pretrainings(out, settings, progress=progress)
+    results = compare_pretrainings(out, settings, progress=progress,
+                                   workers=default_workers() if workers is None else workers)
     plot_comparison(results["rows"], out / "comparison.png", chart_title(settings, results))
     pictures = out / "pictures"
     pictures.mkdir(exist_ok=True)
@@ -669,8 +798,9 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         "",
         *([f"**`--quick` checks that every path runs** (world, pretraining, Hub, fine-tuning, report) in minutes: "
            f"{settings.pretrain_steps} pretraining steps, {settings.finetune_min_steps}-step fine-tuning on a "
-           f"{settings.scenes}-scene world, so its numbers are noise. `occfeat demo` (the 5 % / 10 % comparison) and "
-           "`bench/lowdata.py` are the ones to read.", ""] if quick else []),
+           f"{settings.scenes}-scene world, so its numbers are noise. `occfeat demo` (the "
+           f"{' / '.join(f'{f:.0%}' for f in DEFAULT.fractions)} comparison) and `bench/lowdata.py` are the ones to "
+           "read.", ""] if quick else []),
         f"{settings.arch} on a **generated world** (a procedural stand-in for nuScenes, read by the real nuscenes-devkit; "
         f"{results['world']}): {split['train_scenes']} train scenes = the unlabelled pretraining pool of "
         f"{split['pool_samples']} key frames ({split['pool_to_largest_labelled']:.1f}x the largest labelled subset; "
@@ -678,7 +808,9 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         f"{len(split['val_scenes'])} scenes. Backbones: "
         + (f"every initialisation, scratch included, starts from ImageNet weights "
            f"({describe_backbone_init(results['backbone_init'])})" if results.get("backbone_init") else "random")
-        + f". Pretraining {settings.pretrain_steps} steps per initialisation; fine-tuning "
+        + f". Pretraining {settings.pretrain_steps} steps per initialisation"
+        + (f" with {', '.join(f'`{k}={v}`' for k, v in settings.pretrain_overrides)} (the benchmark's pretraining "
+           "uses the recipe's values)" if settings.pretrain_overrides else "") + "; fine-tuning "
         f"by the recipe's epochs rule ({settings.finetune_epochs:g} epochs, at least {settings.finetune_min_steps} steps), "
         f"recipe `cpu-tiny`, CPU, seed {settings.first_seed}. Every number below comes from this run "
         f"({results['seconds']:.0f} s); `results.json` holds each run's figures and folder.",

@@ -63,3 +63,8 @@ class TeacherWeightsError(OccfeatError):
 class RunMismatchError(ConfigError):
     """A run folder holds another run than the one asked for: resuming it would relabel its weights. The message
     names each changed field, a new ``--out`` and ``--overwrite``."""
+
+
+class WorkerError(OccfeatError, RuntimeError):
+    """A worker process of a comparison (``occfeat demo``, ``bench/lowdata.py --workers``) stopped without a result:
+    killed (out of memory), or started the comparison again itself (a script without ``if __name__ == "__main__":``)."""

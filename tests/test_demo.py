@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from occfeat.cli import EXIT_ERROR, main
-from occfeat.demo import (BENCHMARK, DEFAULT, QUICK, ComparisonSettings, crossed_interval, paired_differences,
-                          benchmark_difference, difference_verdicts, run_demo)
+from occfeat.demo import (BENCHMARK, DEFAULT, QUICK, ComparisonSettings, benchmark_difference, compare_pretrainings,
+                          crossed_interval, difference_verdicts, paired_differences, run_demo)
 from occfeat.errors import ConfigError
 from occfeat.models.imagenet import EFFICIENTNET_LITE0
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings(
 TINY = ComparisonSettings(scenes=3, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
                           inits=("scratch", "occupancy", "occfeat", "occfeat-random-teacher"),
                           fractions=(0.5, 1.0), seeds_per_fraction=(2, 1), finetune_epochs=1.0, finetune_min_steps=2,
-                          val_samples=2, pretrain_val_samples=2)
+                          val_samples=2, pretrain_val_samples=2, pretrain_overrides=(("lambda_feat", 0.25),))
 
 
 @pytest.mark.slow
@@ -65,6 +65,9 @@ def test_demo_writes_a_report_whose_numbers_come_from_the_runs(tmp_path, capsys)
     curve = results["pretrainings"]["occfeat-s0"]["curve"]  # evaluated at the end only (pretrain_eval_every=0)
     assert [c["step"] for c in curve] == [TINY.pretrain_steps]
     assert curve[0]["feature_cosine_constant"] < curve[0]["feature_cosine_class"] <= 1.0
+    # A pretraining override (the demo's λ) reaches every pretraining run, and the report says it differs.
+    assert json.loads((out / "runs" / "pretrain-occfeat-s0" / "run.json").read_text())["recipe"]["lambda_feat"] == 0.25
+    assert "with `lambda_feat=0.25` (the benchmark's pretraining uses the recipe's values)" in report
     card = (out / "weights" / "simplebev-lite0-tiny.occfeat-synthetic-s0" / "README.md").read_text()
     assert "stand-in for DINOv2 on generated worlds" in card
     # The zoo path: the pretrained networks came back by name from the loopback Hub with clean reports.
@@ -172,7 +175,7 @@ def test_a_one_seed_difference_against_the_benchmark_is_labelled_noise_not_a_fin
                        difference("occfeat", "occupancy", 0.05, -0.024),  # beyond 2 x 0.6, against it
                        difference("occfeat", "occupancy", 0.1, -0.005),  # within 2 x 0.6
                        difference("occfeat", "scratch", 0.05, 0.05)]}  # beyond, but the benchmark has no direction
-    settings = dataclasses.replace(DEFAULT, pretrain_steps=180)
+    settings = dataclasses.replace(DEFAULT, pretrain_steps=180, fractions=(0.05, 0.1), seeds_per_fraction=(1, 1))
     lines, contradictions = difference_verdicts(demo, settings, benchmark)
     assert "**exceeds**" in lines[0] and "agrees with the benchmark: +10.0 [+8.0, +12.0] at 2% over 10" in lines[0]
     assert "**against** the benchmark: +0.40 [+0.03, +0.80]" in lines[1] and "not as a finding" in lines[1]
@@ -214,3 +217,62 @@ def test_demo_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):
     with pytest.raises(ConfigError, match="not an occfeat demo folder"):
         run_demo(tmp_path, settings=TINY, progress=False)
     assert main(["demo", "--out", str(tmp_path)]) == EXIT_ERROR
+
+
+# One pretraining and two fine-tuning runs: the smallest grid with a run that waits for another.
+TWO_RUNS = ComparisonSettings(scenes=3, samples_per_scene=3, world_image_hw=(90, 160), pretrain_steps=2,
+                              inits=("scratch", "occupancy"), fractions=(1.0,), seeds_per_fraction=(1,),
+                              finetune_epochs=1.0, finetune_min_steps=2, val_samples=2, pretrain_val_samples=2)
+
+
+@pytest.mark.slow
+def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_path):
+    """``workers=2`` runs the pretraining and the scratch run at once, and the pretrained run after its pretraining
+    is published; with the same threads per run (one here) every number is the one-process run's, bit for bit."""
+    inline = compare_pretrainings(tmp_path / "one", TWO_RUNS, progress=False, workers=1)
+    parallel = compare_pretrainings(tmp_path / "two", TWO_RUNS, progress=False, workers=2)
+
+    def numbers(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "run")} for r in rows]
+
+    assert [(r["init"], r["pretrain_seed"]) for r in parallel["rows"]] == [("scratch", None), ("occupancy", 0)]
+    assert numbers(parallel["rows"]) == numbers(inline["rows"])
+    assert parallel["pretrainings"]["occupancy-s0"]["metrics"] == inline["pretrainings"]["occupancy-s0"]["metrics"]
+    assert all("missing 0, unexpected 0" in r for r in parallel["load_reports"].values())
+    registry = json.loads((tmp_path / "two" / "registry.json").read_text())
+    assert list(registry["weights"]) == ["simplebev-lite0-tiny.occupancy-synthetic-s0"]
+
+
+def test_a_run_that_fails_in_a_worker_process_raises_its_own_error(tmp_path):
+    settings = dataclasses.replace(TWO_RUNS, inits=("scratch", "occfeat-dinov2"),
+                                   dinov2_weights=str(tmp_path / "no-such-dinov2.safetensors"))
+    with pytest.raises(Exception, match="no-such-dinov2") as raised:
+        compare_pretrainings(tmp_path / "demo", settings, progress=False, workers=2)
+    assert raised.type.__module__.startswith("occfeat")  # the typed error, not the pool's
+
+
+def test_a_misspelt_pretraining_override_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="'lambda_fet': did you mean 'lambda_feat'"):
+        dataclasses.replace(TWO_RUNS, pretrain_overrides=(("lambda_fet", 0.25),))
+    from occfeat.finetune.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match="FinetuneRecipe has no field 'epoch'"):
+        get_recipe("cpu-tiny", epoch=3)
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_gets_the_fix_not_a_broken_pool(tmp_path):
+    """Worker processes are spawned and import the main script: one that starts the comparison at import would start
+    it again in each worker (rewriting the world the parent reads). The worker refuses; the parent names the fix."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from occfeat.demo import ComparisonSettings, compare_pretrainings\n"
+                      f"settings = ComparisonSettings(**{dataclasses.asdict(TWO_RUNS)!r})\n"
+                      f"compare_pretrainings({str(tmp_path / 'out')!r}, settings, progress=False, workers=2)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "WorkerError" in done.stderr and 'if __name__ == "__main__":' in done.stderr
+    assert "ConfigError: the comparison was started while a worker process was importing the main script" in done.stderr
+    assert (tmp_path / "out" / "world" / "v1.0-synthetic" / "sample.json").is_file()  # the world the parent wrote

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from ..errors import ConfigError
+
+_Recipe = TypeVar("_Recipe")
+
+
+def replace_fields(recipe: _Recipe, changes: dict[str, Any]) -> _Recipe:
+    """``dataclasses.replace`` for a recipe, where a misspelt field (``lambda_fet=0.25`` from a command line) is a
+    ``ConfigError`` that names it and the close fields, not a ``TypeError`` from the constructor."""
+    fields = [f.name for f in dataclasses.fields(recipe)]  # type: ignore[arg-type]
+    unknown = [name for name in changes if name not in fields]
+    if unknown:
+        hints = "; ".join(f"{name!r}: did you mean {close[0]!r}?" for name in unknown
+                          if (close := difflib.get_close_matches(name, fields, n=1)))
+        raise ConfigError(f"{type(recipe).__name__} has no field {', '.join(map(repr, unknown))}"
+                          f"{f' ({hints})' if hints else ''}; its fields: {', '.join(fields)}.")
+    return dataclasses.replace(recipe, **changes)  # type: ignore[type-var]
+
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from ..data.labels import DEFAULT_LABEL_PROTOCOL
-from ..engine.config import DEFAULT_GRAD_CLIP, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
+from ..engine.config import DEFAULT_GRAD_CLIP, replace_fields, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
 from ..errors import UnknownNameError
 
 
@@ -43,7 +43,7 @@ class FinetuneRecipe:
     num_workers: int = 6
 
     def replace(self, **changes: object) -> "FinetuneRecipe":
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, changes)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

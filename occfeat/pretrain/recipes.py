@@ -14,7 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..engine.config import DEFAULT_GRAD_CLIP, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
+from ..engine.config import DEFAULT_GRAD_CLIP, replace_fields, DEFAULT_LR, DEFAULT_WARMUP_FRACTION, DEFAULT_WEIGHT_DECAY
 from ..errors import ConfigError, UnknownNameError
 from .head import FEATURE_BRANCHES, MODES
 from .targets import OCCUPANCY_Z_RANGE, OCCUPANCY_Z_RESOLUTION
@@ -62,7 +62,7 @@ class PretrainRecipe:
             raise ConfigError(f"PretrainRecipe {self.name!r}: batch_size, epochs and lidar_sweeps must be positive.")
 
     def replace(self, **changes: object) -> "PretrainRecipe":
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, changes)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
