@@ -15,6 +15,13 @@ import torch  # noqa: E402
 
 from occfeat.models.geometry import nuscenes_camera_rig  # noqa: E402
 
+# Under pytest-xdist each worker is a process whose torch would take one thread per core: WORKERS x cores threads
+# on the cores. Each worker takes its share instead (on 2 cores, two one-thread processes train 1.25x faster than
+# one two-thread process: bench/workers.py). Child processes that tests start set their own (OMP_NUM_THREADS).
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _XDIST_WORKERS))
+
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
