@@ -35,7 +35,7 @@ _LAZY = {
     **{name: "occfeat.errors" for name in (
         "OccfeatError", "InputError", "ConfigError", "UnknownNameError", "IntegrityError", "MissingDependencyError",
         "HubError", "WeightsNotCachedError", "WeightsNotPublishedError", "LoadError", "UnsafeWeightsError",
-        "TeacherWeightsError", "RunMismatchError",
+        "TeacherWeightsError", "RunMismatchError", "WorkerError",
     )},
 }
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .errors import (
         ConfigError, HubError, InputError, IntegrityError, LoadError, MissingDependencyError, OccfeatError,
         RunMismatchError, TeacherWeightsError, UnknownNameError, UnsafeWeightsError, WeightsNotCachedError, WeightsNotPublishedError,
+        WorkerError,
     )
     from .zoo.publishing import push_to_hub, save_pretrained
     from .zoo.registry import get_weights, list_weights, register_weights
