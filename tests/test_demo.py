@@ -243,6 +243,7 @@ def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_p
     assert list(registry["weights"]) == ["simplebev-lite0-tiny.occupancy-synthetic-s0"]
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_in_a_worker_process_raises_its_own_error(tmp_path):
     settings = dataclasses.replace(TWO_RUNS, inits=("scratch", "occfeat-dinov2"),
                                    dinov2_weights=str(tmp_path / "no-such-dinov2.safetensors"))
