@@ -742,8 +742,9 @@ def difference_verdicts(results: dict[str, Any], settings: ComparisonSettings,
         runs = len(theirs.get("per_seed", ())) or "its"
         their_answer = (f"the benchmark: {_points(theirs['mean'])} [{_points(low)}, {_points(high)}] at "
                         f"{match['fraction']:.0%} over {runs} paired runs")
-        # The threshold is printed as compared: "twice the std (2 x 1.6 = 3.2 points)", not the std alone.
-        threshold = f"2 x {100 * spread:.1f} = {200 * spread:.1f} points"
+        # The threshold is printed as compared: "twice the std (2 x 1.63 = 3.26 points)", not the std alone; two
+        # decimals, so that the product of the printed numbers is the printed threshold (not "2 x 1.6 = 3.3").
+        threshold = f"2 x {100 * spread:.2f} = {200 * spread:.2f} points"
         if abs(difference) <= 2 * spread:
             lines.append(f"- {name}: {100 * difference:+.1f} vehicle IoU points, within twice the benchmark's "
                          f"seed-to-seed standard deviation of this difference ({threshold}): one seed "

@@ -181,7 +181,7 @@ def test_a_one_seed_difference_against_the_benchmark_is_labelled_noise_not_a_fin
     assert "**against** the benchmark: +0.40 [+0.03, +0.80]" in lines[1] and "not as a finding" in lines[1]
     assert "180 pretraining steps, not the benchmark's 800" in lines[1]
     assert "cannot tell it from noise" in lines[2] and "exceeds" not in lines[2]
-    assert "(2 x 1.6 = 3.2 points)" in lines[0] and "(2 x 0.6 = 1.2 points)" in lines[2]  # the threshold compared
+    assert "(2 x 1.60 = 3.20 points)" in lines[0] and "(2 x 0.60 = 1.20 points)" in lines[2]  # the threshold compared
     assert "not resolved by" in lines[3]
     assert contradictions == [lines[1]]
     assert "no benchmark spread" in difference_verdicts(demo, settings, None)[0][0]
