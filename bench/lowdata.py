@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1,
                         help="runs at once, each process with threads / workers torch threads (2 on 2 cores: about "
-                        "1.2x the steps per second; 1, the default, is how the committed results were run)")
+                        "1.24-1.26x the throughput, bench/workers.py; 1, the default, is how the committed results were run)")
     parser.add_argument("--redraw", default=None, metavar="RESULTS_JSON",
                         help="run nothing: draw table.md and comparison.png again from a finished results.json (into "
                         "its folder; and --save-to)")

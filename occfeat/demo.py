@@ -604,6 +604,8 @@ def compare_pretrainings(
     from .zoo.registry import REGISTRY
 
     get_model_config(settings.arch)  # a typo fails now, not after the world is written
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: runs at once, at least 1 (1 runs them one after another here).")
     _refuse_in_a_starting_worker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -253,6 +253,9 @@ def test_a_run_that_fails_in_a_worker_process_raises_its_own_error(tmp_path):
 
 
 def test_a_misspelt_pretraining_override_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="workers=0"):
+        compare_pretrainings(tmp_path / "demo", TWO_RUNS, progress=False, workers=0)
+    assert not (tmp_path / "demo").exists()  # refused before anything is written
     with pytest.raises(ConfigError, match="'lambda_fet': did you mean 'lambda_feat'"):
         dataclasses.replace(TWO_RUNS, pretrain_overrides=(("lambda_fet", 0.25),))
     from occfeat.finetune.recipes import get_recipe
