@@ -66,7 +66,16 @@ def pair_with(results: dict, baseline_path: str, settings) -> dict:
     mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
     if mismatched:
         raise SystemExit(f"--pair-with: settings {mismatched} differ from that run's; a seed would not pair the runs.")
-    tag = "[" + ", ".join(f"{k}={v}" for k, v in settings.pretrain_overrides) + "]"
+    # The tag names what differs from the baseline's pretraining: the recipe overrides, and the length when a run
+    # pretrains longer or shorter than the run it is paired with (the length check: --pretrain-steps 3200).
+    changed = list(settings.pretrain_overrides)
+    if theirs.get("pretrain_steps") != settings.pretrain_steps:
+        changed.insert(0, ("pretrain_steps", settings.pretrain_steps))
+    if not changed:
+        raise SystemExit("--pair-with: this run pretrains exactly as that run did (no --pretrain-override, the same "
+                         "--pretrain-steps); it would repeat its runs. Change one, or use --merge-with for a later "
+                         "pretraining seed.")
+    tag = "[" + ", ".join(f"{k}={v}" for k, v in changed) + "]"
     ours = [{**r, "init": r["init"] + tag} for r in results["rows"]]
     rows = ours + baseline["rows"]
     comparisons = [(mine, other) for mine in sorted({r["init"] for r in ours})

@@ -87,3 +87,23 @@ def test_an_ablation_paired_with_merged_parts_is_drawn_and_can_be_redrawn(tmp_pa
     lowdata.main()
     table = (tmp_path / "table.md").read_text()
     assert "occfeat[feature_branch=separate] − occupancy only" in table and (tmp_path / "comparison.png").stat().st_size
+
+
+def test_a_longer_pretraining_paired_with_the_benchmark_is_tagged_with_its_length(tmp_path):
+    """The length check pairs a longer OccFeat pretraining with the benchmark's runs: its init must say how long it
+    pretrained, and a pairing that changes nothing (it would repeat the baseline's runs) is refused."""
+    import json
+
+    lowdata = _lowdata()
+    baseline_settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2, pretrain_steps=800)
+    baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
+                "split": {"pool_samples": 240, "val_samples": 60}}
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    longer = dataclasses.replace(BENCHMARK, inits=("occfeat",), pretraining_seeds=1, pretrain_steps=3200)
+    paired = lowdata.pair_with(_results(longer, _rows(("occfeat",), [0]), 5.0), str(tmp_path / "baseline.json"),
+                               longer)
+    assert paired["paired_with"]["tag"] == "[pretrain_steps=3200]"
+    assert {e["init"] for e in paired["paired"]} == {"occfeat[pretrain_steps=3200]"}
+    same = dataclasses.replace(longer, pretrain_steps=800)
+    with pytest.raises(SystemExit, match="exactly as that run did"):
+        lowdata.pair_with(_results(same, _rows(("occfeat",), [0]), 5.0), str(tmp_path / "baseline.json"), same)
