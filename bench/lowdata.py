@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from occfeat.demo import (BENCHMARK, INIT_LABELS, _inits_of, chart_title, compare_pretrainings, markdown_table,
+from occfeat.demo import (BENCHMARK, COMPARISONS, INIT_LABELS, _inits_of, chart_title, compare_pretrainings, markdown_table,
                           paired_differences, paired_table, plot_comparison, summarise)
 
 
@@ -78,8 +78,11 @@ def pair_with(results: dict, baseline_path: str, settings) -> dict:
     tag = "[" + ", ".join(f"{k}={v}" for k, v in changed) + "]"
     ours = [{**r, "init": r["init"] + tag} for r in results["rows"]]
     rows = ours + baseline["rows"]
-    comparisons = [(mine, other) for mine in sorted({r["init"] for r in ours})
-                   for other in _inits_of(baseline["rows"])]
+    mine = sorted({r["init"] for r in ours})
+    # This run's inits against each other (the usual comparisons, both tagged: occfeat[...] − occupancy[...]), then
+    # each against every init of the finished run.
+    within = [(a + tag, b + tag) for a, b in COMPARISONS if a + tag in mine and b + tag in mine]
+    comparisons = within + [(m, other) for m in mine for other in _inits_of(baseline["rows"])]
     return {**results, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows, comparisons),
             "paired_with": {"results": str(baseline_path), "settings": theirs, "tag": tag}}
 

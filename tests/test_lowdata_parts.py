@@ -99,11 +99,15 @@ def test_a_longer_pretraining_paired_with_the_benchmark_is_tagged_with_its_lengt
     baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
                 "split": {"pool_samples": 240, "val_samples": 60}}
     (tmp_path / "baseline.json").write_text(json.dumps(baseline))
-    longer = dataclasses.replace(BENCHMARK, inits=("occfeat",), pretraining_seeds=1, pretrain_steps=3200)
-    paired = lowdata.pair_with(_results(longer, _rows(("occfeat",), [0]), 5.0), str(tmp_path / "baseline.json"),
-                               longer)
+    longer = dataclasses.replace(BENCHMARK, inits=("occupancy", "occfeat"), pretraining_seeds=1, pretrain_steps=3200)
+    paired = lowdata.pair_with(_results(longer, _rows(("occupancy", "occfeat"), [0]), 5.0),
+                               str(tmp_path / "baseline.json"), longer)
     assert paired["paired_with"]["tag"] == "[pretrain_steps=3200]"
-    assert {e["init"] for e in paired["paired"]} == {"occfeat[pretrain_steps=3200]"}
-    same = dataclasses.replace(longer, pretrain_steps=800)
+    pairs = [(e["init"], e["baseline"]) for e in paired["paired"]]
+    # the run's own inits against each other first, then each against every init of the benchmark
+    assert pairs[0] == ("occfeat[pretrain_steps=3200]", "occupancy[pretrain_steps=3200]")
+    assert ("occfeat[pretrain_steps=3200]", "occfeat") in pairs and ("occupancy[pretrain_steps=3200]", "scratch") in pairs
+    assert len(pairs) == 1 + 2 * 3
+    same = dataclasses.replace(longer, inits=("occfeat",), pretrain_steps=800)
     with pytest.raises(SystemExit, match="exactly as that run did"):
         lowdata.pair_with(_results(same, _rows(("occfeat",), [0]), 5.0), str(tmp_path / "baseline.json"), same)
