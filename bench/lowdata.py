@@ -19,10 +19,21 @@ Each part must fit 90 min on 2 CPU cores, so the benchmark runs one pretraining 
         --save-to bench/lowdata
 
 An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
-world, fractions, seeds and schedule; runs are deterministic, so the baselines need not be run again):
+world, fractions, seeds and schedule; a run is deterministic at a given thread count, so the baselines need not be
+run again; a run with other threads per process, ``--workers 2``, differs from it by seed-like noise):
 
     python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \\
         --pair-with bench/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
+
+The length check pretrains both inits longer (``occfeat[pretrain_steps=3200]``: its inits are compared with each
+other and with every init of the benchmark); a later pretraining seed merges with that paired part and is paired
+again (``bench/pretrain_length.py`` then draws the end points of every length):
+
+    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
+        --pretrain-steps 3200 --pretrain-eval-every 400 --workers 2 --pair-with bench/lowdata/results.json \\
+        --out /tmp/length-a --save-to bench/lowdata/length
+    python bench/lowdata.py ... --first-pretraining-seed 1 --merge-with bench/lowdata/length/results.json \\
+        --pair-with bench/lowdata/results.json --out /tmp/length-b --save-to bench/lowdata/length
 """
 
 from __future__ import annotations
@@ -113,6 +124,23 @@ def merge_with(results: dict, other: dict, settings) -> dict:
             "parts": parts, "seconds": sum(p["seconds"] for p in parts)}
 
 
+def own_part(paired: dict, baseline_path: str | None) -> dict:
+    """A paired part's own runs, as a part to merge with: its rows untagged, without the rows of the run it was paired
+    with. A later part of the same paired experiment (a longer pretraining's next pretraining seed) merges with it and
+    is paired again, with the same finished run."""
+    if baseline_path is None:
+        raise SystemExit(f"--merge-with: that part was paired with {paired['paired_with']['results']}; pass "
+                         "--pair-with with the same results.json so the merged part is paired again.")
+    baseline = json.loads(Path(baseline_path).read_text())
+    if json.dumps(baseline["settings"], sort_keys=True) != json.dumps(paired["paired_with"]["settings"], sort_keys=True):
+        raise SystemExit(f"--merge-with: that part was paired with {paired['paired_with']['results']}, whose "
+                         f"settings differ from {baseline_path}'s; pair both parts with the same finished run.")
+    tag = paired["paired_with"]["tag"]
+    rows = [{**r, "init": r["init"][: -len(tag)]} for r in paired["rows"] if r["init"].endswith(tag)]
+    part = {k: v for k, v in paired.items() if k != "paired_with"}
+    return {**part, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows)}
+
+
 def _part(results: dict) -> dict:
     return {"settings": results["settings"], "seconds": results["seconds"], "runs": len(results["rows"]),
             "command": results.get("command")}
@@ -151,8 +179,9 @@ def main() -> None:
     parser.add_argument("--pretrain-override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="pretraining recipe fields for an ablation (e.g. lambda_feat=0.25 pos_weight=1)")
     parser.add_argument("--pair-with", default=None, metavar="RESULTS_JSON",
-                        help="a finished run's results.json: this run's inits are tagged with the overrides and "
-                        "compared seed for seed with every init of that run")
+                        help="a finished run's results.json: this run's inits are tagged with the overrides (and "
+                        "the length, when it differs) and compared seed for seed with each other and with every init "
+                        "of that run")
     parser.add_argument("--pretraining-seeds", type=int, default=BENCHMARK.pretraining_seeds,
                         help="pretraining runs per pretrained init, crossed with the fine-tuning seeds")
     parser.add_argument("--first-pretraining-seed", type=int, default=None,
@@ -160,7 +189,8 @@ def main() -> None:
                         "later pretraining seed runs as its own part")
     parser.add_argument("--merge-with", default=None, metavar="RESULTS_JSON",
                         help="another part's results.json of the same benchmark: the rows are merged and every "
-                        "summary and interval recomputed over both")
+                        "summary and interval recomputed over both (a part that was paired: its own runs, paired "
+                        "again with --pair-with)")
     parser.add_argument("--pretrain-eval-every", type=int, default=BENCHMARK.pretrain_eval_every,
                         help="held-out occupancy IoU and feature cosine every N pretraining steps (the curves)")
     parser.add_argument("--random-backbone", action="store_true",
@@ -194,15 +224,17 @@ def main() -> None:
         pretrained_backbone=not args.random_backbone,
     )
     started = time.perf_counter()
-    if args.pair_with and args.merge_with:
-        raise SystemExit("--pair-with and --merge-with: one at a time (merge the parts first, then pair with them).")
+    other = json.loads(Path(args.merge_with).read_text()) if args.merge_with else None
+    if other and "paired_with" in other:
+        other = own_part(other, args.pair_with)  # checked before anything runs
     results = compare_pretrainings(args.out, settings, progress=True, workers=args.workers)
     results["command"] = "python bench/lowdata.py " + " ".join(sys.argv[1:])
     out = Path(args.out)
+    # Parts merge first (the union of the runs), then the union is paired with the finished run.
+    if other:
+        results = merge_with(results, other, settings)
     if args.pair_with:
         results = pair_with(results, args.pair_with, settings)
-    if args.merge_with:
-        results = merge_with(results, json.loads(Path(args.merge_with).read_text()), settings)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     draw(results, settings, out, args.save_to)
     split = results["split"]

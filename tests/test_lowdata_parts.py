@@ -111,3 +111,32 @@ def test_a_longer_pretraining_paired_with_the_benchmark_is_tagged_with_its_lengt
     same = dataclasses.replace(longer, inits=("occfeat",), pretrain_steps=800)
     with pytest.raises(SystemExit, match="exactly as that run did"):
         lowdata.pair_with(_results(same, _rows(("occfeat",), [0]), 5.0), str(tmp_path / "baseline.json"), same)
+
+
+def test_a_paired_part_merges_with_its_next_pretraining_seed_and_is_paired_again(tmp_path):
+    """The length check runs one pretraining seed per part, each paired with the benchmark: merging the paired part A
+    with part B and pairing again must equal pairing both seeds' runs at once; another baseline is refused."""
+    import json
+
+    lowdata = _lowdata()
+    baseline_settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2, pretrain_steps=800)
+    baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
+                "split": {"pool_samples": 240, "val_samples": 60}}
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    first = dataclasses.replace(BENCHMARK, inits=("occupancy", "occfeat"), pretraining_seeds=1, pretrain_steps=3200)
+    later = dataclasses.replace(first, first_pretraining_seed=1)
+    part_a = lowdata.pair_with(_results(first, _rows(("occupancy", "occfeat"), [0]), 50.0),
+                               str(tmp_path / "baseline.json"), first)
+    part_b = _results(later, _rows(("occupancy", "occfeat"), [1]), 40.0)
+    merged = lowdata.merge_with(part_b, lowdata.own_part(part_a, str(tmp_path / "baseline.json")), later)
+    both = lowdata.pair_with(merged, str(tmp_path / "baseline.json"), later)
+    at_once = lowdata.pair_with(_results(first, _rows(("occupancy", "occfeat"), [0, 1]), 90.0),
+                                str(tmp_path / "baseline.json"), first)
+    assert both["paired"] == at_once["paired"]
+    assert both["paired"][0]["pretrain_seeds"] == [0, 1] and both["seconds"] == 90.0
+    other = {**baseline, "settings": {**baseline["settings"], "finetune_min_steps": 50}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="pair both parts with the same"):
+        lowdata.own_part(part_a, str(tmp_path / "other.json"))
+    with pytest.raises(SystemExit, match="pass --pair-with"):
+        lowdata.own_part(part_a, None)
