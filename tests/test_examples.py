@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from .scripts import ROOT, load_script
+
+EXAMPLES = ROOT / "examples"
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:(?s).*RANDOM weights:UserWarning")]
 
 
 def run_example(name: str, argv: list[str]) -> None:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
+    load_script(f"examples/{name}.py").main(argv)
 
 
 def test_every_example_has_a_smoke_test():

@@ -4,20 +4,15 @@ the ones a single run over every seed would report."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from occfeat.demo import BENCHMARK, paired_differences, summarise
 
+from .scripts import load_script
+
 
 def _lowdata():
-    path = Path(__file__).resolve().parents[1] / "bench" / "lowdata.py"
-    spec = importlib.util.spec_from_file_location("bench_lowdata", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/lowdata.py")
 
 
 def _rows(inits, pretrain_seeds, seeds=range(3)):

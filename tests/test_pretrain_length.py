@@ -3,19 +3,15 @@ read both files that record curves, compare a length with half of it, and refuse
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from .scripts import load_script
+
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "bench" / "pretrain_length.py"
-    spec = importlib.util.spec_from_file_location("bench_pretrain_length", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/pretrain_length.py")
 
 
 def _curve(steps, every, end_iou, end_cosine=None):
