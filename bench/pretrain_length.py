@@ -58,8 +58,12 @@ def end_points(runs: list[dict]) -> list[dict]:
         row = {"mode": mode, "steps": steps, "passes": steps * 2 / group[0]["samples"], "seeds": [r["seed"] for r in group],
                "occupancy_iou": statistics.fmean(e["occupancy_iou"] for e in ends),
                "occupancy_iou_per_run": [e["occupancy_iou"] for e in ends],
-               "seconds_per_step": statistics.fmean(r["seconds"] / steps for r in group)}
+               "seconds_per_step": statistics.fmean(r["seconds"] / steps for r in group),
+               # within each run: what its last evaluation interval added (levelled: close to zero)
+               "last_interval": steps - group[0]["curve"][-2]["step"] if len(group[0]["curve"]) > 1 else None}
+        row["occupancy_iou_last_change"] = _last_change(group, "occupancy_iou")
         if "feature_cosine" in ends[0]:
+            row["feature_cosine_last_change"] = _last_change(group, "feature_cosine")
             row["feature_cosine"] = statistics.fmean(e["feature_cosine"] for e in ends)
             row["feature_cosine_per_run"] = [e["feature_cosine"] for e in ends]
             row["feature_cosine_constant"] = ends[0]["feature_cosine_constant"]
@@ -68,10 +72,22 @@ def end_points(runs: list[dict]) -> list[dict]:
     return table
 
 
+def _last_change(group: list[dict], key: str) -> float | None:
+    """The mean over runs of (last evaluation - the one before it): how much the run was still gaining at its end."""
+    if any(len(r["curve"]) < 2 for r in group):
+        return None
+    return statistics.fmean(r["curve"][-1][key] - r["curve"][-2][key] for r in group)
+
+
+def _change(value: float | None, interval: int | None) -> str:
+    return "—" if value is None else f"{value:+.3f} ({interval})"
+
+
 def markdown(table: list[dict]) -> str:
-    lines = ["| pretraining | steps | passes | pretraining seeds | held-out occupancy IoU at the end | gain over half the length "
-             "| feature cosine at the end | gain over half the length |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| pretraining | steps | passes | pretraining seeds | held-out occupancy IoU at the end | over its last "
+             "interval (steps) | gain over half the length | feature cosine at the end | over its last interval "
+             "(steps) | gain over half the length |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by_key = {(r["mode"], r["steps"]): r for r in table}
     for r in table:
         half = by_key.get((r["mode"], r["steps"] // 2)) if r["steps"] % 2 == 0 else None
@@ -80,8 +96,9 @@ def markdown(table: list[dict]) -> str:
         cosine_gain = (f"{r['feature_cosine'] - half['feature_cosine']:+.3f}"
                        if half and "feature_cosine" in r and "feature_cosine" in half else "—")
         lines.append(f"| {LABELS[r['mode']]} | {r['steps']:,} | {r['passes']:.1f} | "
-                     f"{', '.join(map(str, r['seeds']))} | {r['occupancy_iou']:.3f} | {iou_gain} | {cosine} | "
-                     f"{cosine_gain} |")
+                     f"{', '.join(map(str, r['seeds']))} | {r['occupancy_iou']:.3f} | "
+                     f"{_change(r['occupancy_iou_last_change'], r['last_interval'])} | {iou_gain} | {cosine} | "
+                     f"{_change(r.get('feature_cosine_last_change'), r['last_interval'])} | {cosine_gain} |")
     references = next((r for r in table if "feature_cosine" in r), None)
     if references:
         lines.append("")
