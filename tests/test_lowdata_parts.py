@@ -4,6 +4,7 @@ the ones a single run over every seed would report."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pytest
 
 from occfeat.demo import BENCHMARK, paired_differences, summarise
@@ -60,7 +61,6 @@ def test_an_ablation_paired_with_merged_parts_is_drawn_and_can_be_redrawn(tmp_pa
     """The separate-branch ablation's run ended in a ConfigError while drawing: its tagged init
     (``occfeat[feature_branch=separate]``) went into a ComparisonSettings. The title now reads the rows, and
     ``--redraw`` draws a finished results.json again without running anything."""
-    import json
     import sys
 
     from occfeat.demo import chart_title
@@ -84,16 +84,20 @@ def test_an_ablation_paired_with_merged_parts_is_drawn_and_can_be_redrawn(tmp_pa
     assert "occfeat[feature_branch=separate] − occupancy only" in table and (tmp_path / "comparison.png").stat().st_size
 
 
+def _write_800_step_benchmark(tmp_path) -> dict:
+    """The benchmark a length-check part pairs with (800 steps, two pretraining seeds), written to baseline.json."""
+    settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2, pretrain_steps=800)
+    baseline = {**_results(settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
+                "split": {"pool_samples": 240, "val_samples": 60}}
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    return baseline
+
+
 def test_a_longer_pretraining_paired_with_the_benchmark_is_tagged_with_its_length(tmp_path):
     """The length check pairs a longer OccFeat pretraining with the benchmark's runs: its init must say how long it
     pretrained, and a pairing that changes nothing (it would repeat the baseline's runs) is refused."""
-    import json
-
     lowdata = _lowdata()
-    baseline_settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2, pretrain_steps=800)
-    baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
-                "split": {"pool_samples": 240, "val_samples": 60}}
-    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    _write_800_step_benchmark(tmp_path)
     longer = dataclasses.replace(BENCHMARK, inits=("occupancy", "occfeat"), pretraining_seeds=1, pretrain_steps=3200)
     paired = lowdata.pair_with(_results(longer, _rows(("occupancy", "occfeat"), [0]), 5.0),
                                str(tmp_path / "baseline.json"), longer)
@@ -111,13 +115,8 @@ def test_a_longer_pretraining_paired_with_the_benchmark_is_tagged_with_its_lengt
 def test_a_paired_part_merges_with_its_next_pretraining_seed_and_is_paired_again(tmp_path):
     """The length check runs one pretraining seed per part, each paired with the benchmark: merging the paired part A
     with part B and pairing again must equal pairing both seeds' runs at once; another baseline is refused."""
-    import json
-
     lowdata = _lowdata()
-    baseline_settings = dataclasses.replace(BENCHMARK, pretraining_seeds=2, pretrain_steps=800)
-    baseline = {**_results(baseline_settings, _rows(("scratch", "occupancy", "occfeat"), [0, 1]), 10.0),
-                "split": {"pool_samples": 240, "val_samples": 60}}
-    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    baseline = _write_800_step_benchmark(tmp_path)
     first = dataclasses.replace(BENCHMARK, inits=("occupancy", "occfeat"), pretraining_seeds=1, pretrain_steps=3200)
     later = dataclasses.replace(first, first_pretraining_seed=1)
     part_a = lowdata.pair_with(_results(first, _rows(("occupancy", "occfeat"), [0]), 50.0),
