@@ -22,8 +22,9 @@ import statistics
 import textwrap
 from pathlib import Path
 
-MODE_OF_INIT = {"occupancy": "occupancy", "occfeat": "occfeat"}  # the pretrained inits whose curves are compared
-LABELS = {"occupancy": "occupancy only", "occfeat": "OccFeat (stand-in teacher)"}
+from occfeat.demo import INIT_COLOURS, INIT_LABELS
+
+LENGTH_INITS = ("occupancy", "occfeat")  # the benchmark's pretrained inits, whose lengths are compared
 
 
 def runs_in(path: Path) -> list[dict]:
@@ -33,7 +34,7 @@ def runs_in(path: Path) -> list[dict]:
     if "pretrainings" in document:  # bench/lowdata.py
         for record in document["pretrainings"].values():
             init = record["init"]
-            if init not in MODE_OF_INIT or not record.get("curve"):
+            if init not in LENGTH_INITS or not record.get("curve"):
                 continue  # a tagged ablation (occfeat[feature_branch=...]) is not a length
             found.append({"mode": init, "steps": record["steps"], "seed": record["seed"], "samples": record["samples"],
                           "seconds": record["seconds"], "curve": record["curve"], "source": str(path)})
@@ -95,7 +96,7 @@ def markdown(table: list[dict]) -> str:
         cosine = f"{r['feature_cosine']:.3f}" if "feature_cosine" in r else "—"
         cosine_gain = (f"{r['feature_cosine'] - half['feature_cosine']:+.3f}"
                        if half and "feature_cosine" in r and "feature_cosine" in half else "—")
-        lines.append(f"| {LABELS[r['mode']]} | {r['steps']:,} | {r['passes']:.1f} | "
+        lines.append(f"| {INIT_LABELS[r['mode']]} | {r['steps']:,} | {r['passes']:.1f} | "
                      f"{', '.join(map(str, r['seeds']))} | {r['occupancy_iou']:.3f} | "
                      f"{_change(r['occupancy_iou_last_change'], r['last_interval'])} | {iou_gain} | {cosine} | "
                      f"{_change(r.get('feature_cosine_last_change'), r['last_interval'])} | {cosine_gain} |")
@@ -115,18 +116,17 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (occupancy, cosine) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = {"occupancy": "tab:blue", "occfeat": "tab:orange"}
     lengths = sorted({r["steps"] for r in runs})
     styles = dict(zip(lengths, [":", "--", "-", "-."] * 4))
     for r in sorted(runs, key=lambda r: (r["mode"], r["steps"], r["seed"])):
         steps = [c["step"] for c in r["curve"]]
-        label = f"{LABELS[r['mode']]}, {r['steps']:,} steps, seed {r['seed']}"
-        style = {"color": colours[r["mode"]], "ls": styles[r["steps"]], "alpha": 0.8}
+        label = f"{INIT_LABELS[r['mode']]}, {r['steps']:,} steps, seed {r['seed']}"
+        style = {"color": INIT_COLOURS[r["mode"]], "ls": styles[r["steps"]], "alpha": 0.8}
         occupancy.plot(steps, [c["occupancy_iou"] for c in r["curve"]], label=label, **style)
-        occupancy.plot(steps[-1], r["curve"][-1]["occupancy_iou"], "o", color=colours[r["mode"]])
+        occupancy.plot(steps[-1], r["curve"][-1]["occupancy_iou"], "o", color=INIT_COLOURS[r["mode"]])
         if "feature_cosine" in r["curve"][0]:
             cosine.plot(steps, [c["feature_cosine"] for c in r["curve"]], label=label, **style)
-            cosine.plot(steps[-1], r["curve"][-1]["feature_cosine"], "o", color=colours[r["mode"]])
+            cosine.plot(steps[-1], r["curve"][-1]["feature_cosine"], "o", color=INIT_COLOURS[r["mode"]])
     reference = next(r["curve"][-1] for r in runs if "feature_cosine" in r["curve"][-1])
     for value, style, label in ((reference["feature_cosine_class"], ":", "best feature per class"),
                                 (reference["feature_cosine_constant"], "--", "best constant feature")):
