@@ -6,34 +6,47 @@ pretraining (+13.6 vehicle IoU for BEVFormer at 1 %). Here ``occfeat.demo.compar
 frames; 5 held-out scenes of 3 towns = 60 frames, the same for every run); ``simplebev-lite0-tiny`` with the ImageNet
 EfficientNet-Lite0 backbone for every row, scratch included (the paper's regime; ``--random-backbone`` for the earlier
 one); each pretrained init (occupancy only; OccFeat with the stand-in teacher ``synthetic-semantic``, a stand-in for
-DINOv2 on generated worlds) pretrained 800 steps once per pretraining seed, then fine-tuned, with scratch, on 2 %
-(5 frames, 5 seeds) and 10 % (24 frames, 3 seeds) of the train split. A fine-tuning seed fixes the labelled subset,
-the heads and the data order; pretraining seeds are crossed with it, and the intervals hold both variances. Writes
-``results.json`` (every run's own numbers, the settings, the pretraining curves), ``table.md`` and ``comparison.png``.
+DINOv2 on generated worlds) pretrained 3,200 steps (26.7 passes over the pool: the length at which the held-out
+curves level off, ``bench/lowdata/length``) once per pretraining seed, then fine-tuned, with scratch, on 2 % (5 frames,
+5 seeds) and 10 % (24 frames, 3 seeds) of the train split. A fine-tuning seed fixes the labelled subset, the heads and
+the data order; pretraining seeds are crossed with it, and the intervals hold both variances. Writes ``results.json``
+(every run's own numbers, the settings, the pretraining curves), ``table.md`` and ``comparison.png``.
 
-Each part must fit 90 min on 2 CPU cores, so the benchmark runs one pretraining seed per part and merges them:
+Each part must fit 90 min on 2 CPU cores: one 3,200-step pretraining (about 45 min at two threads) and its
+fine-tunings per part, merged as they finish (a part's rows must not repeat another's):
 
-    python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1
-    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
-        --inits occupancy occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-a/results.json \\
+    python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+        --inits scratch occupancy
+    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+        --inits occfeat --merge-with /tmp/lowdata-a/results.json
+    python bench/lowdata.py ... --inits occupancy --first-pretraining-seed 1 --merge-with /tmp/lowdata-b/results.json
+    python bench/lowdata.py ... --inits occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-c/results.json \
         --save-to bench/lowdata
 
 An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
 world, fractions, seeds and schedule; a run is deterministic at a given thread count, so the baselines need not be
-run again; a run with other threads per process, ``--workers 2``, differs from it by seed-like noise):
+run again; a run with other threads per process, ``--workers 2``, differs from it by seed-like noise). The committed
+ablations were paired with the 800-step benchmark that came before (``bench/lowdata/800-steps``):
 
-    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-override lambda_feat=0.25 \\
-        --pair-with bench/lowdata/results.json --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
+    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-steps 800 \
+        --pretrain-eval-every 200 --pretrain-override lambda_feat=0.25 --pair-with bench/lowdata/800-steps/results.json \
+        --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
 
-The length check pretrains both inits longer (``occfeat[pretrain_steps=3200]``: its inits are compared with each
-other and with every init of the benchmark); a later pretraining seed merges with that paired part and is paired
-again (``bench/pretrain_length.py`` then draws the end points of every length):
+The length check pretrained both inits 3,200 steps and paired them with the 800-step benchmark
+(``occfeat[pretrain_steps=3200]``: its inits are compared with each other and with every init of that run); a later
+pretraining seed merges with that paired part and is paired again (``bench/pretrain_length.py`` then draws the end
+points of every length). Redrawn with ``--scratch-from`` the run it was paired with, the length check's own runs and
+that run's scratch runs (scratch never pretrains, so its runs do not depend on the length) are the benchmark at 3,200
+steps, ``bench/lowdata/results.json``:
 
-    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
-        --pretrain-steps 3200 --pretrain-eval-every 400 --workers 2 --pair-with bench/lowdata/results.json \\
-        --out /tmp/length-a --save-to bench/lowdata/length
-    python bench/lowdata.py ... --first-pretraining-seed 1 --merge-with bench/lowdata/length/results.json \\
-        --pair-with bench/lowdata/results.json --out /tmp/length-b --save-to bench/lowdata/length
+    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+        --workers 2 --pair-with bench/lowdata/800-steps/results.json --out /tmp/length-a --save-to bench/lowdata/length
+    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+        --first-pretraining-seed 1 --merge-with bench/lowdata/length/results.json \
+        --pair-with bench/lowdata/800-steps/results.json --out /tmp/length-b --save-to bench/lowdata/length
+    python bench/lowdata.py ... --inits occupancy ... (the same, merged with /tmp/length-b's)
+    python bench/lowdata.py --redraw bench/lowdata/length/results.json --scratch-from bench/lowdata/800-steps/results.json \
+        --out /tmp/lowdata --save-to bench/lowdata
 """
 
 from __future__ import annotations
@@ -69,14 +82,18 @@ PAIRED_FIELDS = ("arch", "pretrained_backbone", "scenes", "samples_per_scene", "
                  "first_seed", "finetune_epochs", "finetune_min_steps", "val_samples")
 
 
+def _check_paired_settings(flag: str, theirs: dict, settings) -> None:
+    mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
+    if mismatched:
+        raise SystemExit(f"{flag}: settings {mismatched} differ from that run's; a seed would not pair the runs.")
+
+
 def pair_with(results: dict, baseline_path: str, settings) -> dict:
     """This run's rows (inits tagged with the overrides) merged with a finished run's (its results.json at
     `baseline_path`), and every tagged init compared seed for seed with every init of the finished run."""
     baseline = json.loads(Path(baseline_path).read_text())
     theirs = baseline["settings"]
-    mismatched = [k for k in PAIRED_FIELDS if json.dumps(theirs.get(k)) != json.dumps(getattr(settings, k))]
-    if mismatched:
-        raise SystemExit(f"--pair-with: settings {mismatched} differ from that run's; a seed would not pair the runs.")
+    _check_paired_settings("--pair-with", theirs, settings)
     # The tag names what differs from the baseline's pretraining: the recipe overrides, and the length when a run
     # pretrains longer or shorter than the run it is paired with (the length check: --pretrain-steps 3200).
     changed = list(settings.pretrain_overrides)
@@ -118,10 +135,40 @@ def merge_with(results: dict, other: dict, settings) -> dict:
         raise SystemExit(f"--merge-with: runs {sorted(twice, key=str)[:3]} are in both parts; run each once.")
     rows = other["rows"] + results["rows"]
     parts = [*other.get("parts", [_part(other)]), _part(results)]
-    return {**results, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
+    # The union's settings say what the union holds (every init, every pretraining seed), not the last part's alone.
+    seeds = sorted({r["pretrain_seed"] for r in rows if r.get("pretrain_seed") is not None})
+    inits = list(dict.fromkeys([*theirs["inits"], *results["settings"]["inits"]]))
+    union = {**results["settings"], "inits": inits, "pretraining_seeds": len(seeds),
+             "first_pretraining_seed": seeds[0] if seeds else None}
+    return {**results, "settings": union, "rows": rows, "cells": summarise(rows), "paired": paired_differences(rows),
             "pretrainings": {**other.get("pretrainings", {}), **results.get("pretrainings", {})},
             "load_reports": {**other.get("load_reports", {}), **results.get("load_reports", {})},
             "parts": parts, "seconds": sum(p["seconds"] for p in parts)}
+
+
+def scratch_from(results: dict, finished_path: str, settings) -> dict:
+    """This run's pretrained inits with the scratch runs of a finished run (its results.json at `finished_path`),
+    instead of running them again: scratch never pretrains, so a longer pretraining or another recipe leaves its runs
+    as they were (a run is deterministic at a given thread count). The pairing settings must match, and the finished
+    run must hold every fine-tuning seed of this one. The borrowed runs are recorded as a part of their own."""
+    finished = json.loads(Path(finished_path).read_text())
+    _check_paired_settings("--scratch-from", finished["settings"], settings)
+    if any(r["init"] == "scratch" for r in results["rows"]):
+        raise SystemExit("--scratch-from: this run has scratch runs of its own; leave scratch out of --inits.")
+    wanted = {(f, s) for f in settings.fractions for s in settings.seeds(f)}
+    scratch = [r for r in finished["rows"] if r["init"] == "scratch" and (r["fraction"], r["seed"]) in wanted]
+    missing = wanted - {(r["fraction"], r["seed"]) for r in scratch}
+    if missing:
+        raise SystemExit(f"--scratch-from: {finished_path} has no scratch runs for (fraction, seed) "
+                         f"{sorted(missing)}; run scratch with this benchmark instead.")
+    rows = scratch + results["rows"]
+    borrowed = {"settings": finished["settings"], "seconds": sum(r["seconds"] for r in scratch), "runs": len(scratch),
+                "command": f"{finished.get('command')} (its scratch runs, from {finished_path})"}
+    parts = [*results.get("parts", [_part(results)]), borrowed]
+    inits = ["scratch", *(i for i in results["settings"]["inits"] if i != "scratch")]
+    return {**results, "settings": {**results["settings"], "inits": inits}, "rows": rows, "cells": summarise(rows),
+            "paired": paired_differences(rows), "parts": parts, "seconds": sum(p["seconds"] for p in parts),
+            "scratch_from": str(finished_path)}
 
 
 def own_part(paired: dict, baseline_path: str | None) -> dict:
@@ -191,6 +238,10 @@ def main() -> None:
                         help="another part's results.json of the same benchmark: the rows are merged and every "
                         "summary and interval recomputed over both (a part that was paired: its own runs, paired "
                         "again with --pair-with)")
+    parser.add_argument("--scratch-from", default=None, metavar="RESULTS_JSON",
+                        help="take the scratch runs from a finished run's results.json instead of running them "
+                        "(scratch never pretrains: a longer pretraining leaves its runs as they were). With --redraw "
+                        "of a part paired with that run: its own runs and that run's scratch, written to --out")
     parser.add_argument("--pretrain-eval-every", type=int, default=BENCHMARK.pretrain_eval_every,
                         help="held-out occupancy IoU and feature cosine every N pretraining steps (the curves)")
     parser.add_argument("--random-backbone", action="store_true",
@@ -209,10 +260,23 @@ def main() -> None:
         fields = {f.name for f in dataclasses.fields(BENCHMARK)}
         stored = {k: tuple(map(tuple, v)) if k == "pretrain_overrides" else tuple(v) if isinstance(v, list) else v
                   for k, v in results["settings"].items() if k in fields}
-        draw(results, dataclasses.replace(BENCHMARK, **stored), path.parent, args.save_to)
+        settings = dataclasses.replace(BENCHMARK, **stored)
+        if not args.scratch_from:
+            draw(results, settings, path.parent, args.save_to)
+            return
+        # A paired part redrawn as a benchmark of its own: its runs untagged, with the scratch runs of the run it was
+        # paired with (the length check's runs become the benchmark at the chosen length).
+        if "paired_with" in results:
+            results = own_part(results, args.scratch_from)
+        results = scratch_from(results, args.scratch_from, settings)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        draw(results, settings, out, args.save_to)
         return
     torch.set_num_threads(args.threads)
-    inits = [*args.inits, *(["occfeat-dinov2"] if args.dinov2_weights and "occfeat-dinov2" not in args.inits else [])]
+    own_inits = [i for i in args.inits if not (args.scratch_from and i == "scratch")]
+    inits = [*own_inits, *(["occfeat-dinov2"] if args.dinov2_weights and "occfeat-dinov2" not in args.inits else [])]
     settings = dataclasses.replace(
         BENCHMARK, arch=args.arch, scenes=args.scenes, samples_per_scene=args.samples_per_scene, inits=tuple(inits),
         pretrain_steps=args.pretrain_steps, fractions=tuple(args.fractions),
@@ -233,6 +297,8 @@ def main() -> None:
     # Parts merge first (the union of the runs), then the union is paired with the finished run.
     if other:
         results = merge_with(results, other, settings)
+    if args.scratch_from:
+        results = scratch_from(results, args.scratch_from, settings)
     if args.pair_with:
         results = pair_with(results, args.pair_with, settings)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

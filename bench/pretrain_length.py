@@ -1,6 +1,6 @@
 """How long the miniature's pretraining must run: what runs of each length reach at their end (issue 22).
 
-    python bench/pretrain_length.py bench/lowdata/results.json bench/lowdata/curves/curves.json \
+    python bench/pretrain_length.py bench/lowdata/800-steps/results.json bench/lowdata/curves/curves.json \
         bench/lowdata/length/results.json --out bench/lowdata/length
 
 Every pretraining follows one-cycle over its own length, so a curve keeps rising to its last step while the learning

@@ -23,7 +23,7 @@ def _rows(inits, pretrain_seeds, seeds=range(3)):
             for s in seeds:
                 value = 0.1 + 0.05 * (init != "scratch") + 0.02 * (p or 0) + 0.01 * s + 0.003 * len(init)
                 rows.append({"fraction": 0.02, "init": init, "pretrain_seed": p, "seed": s, "vehicle_iou": value,
-                             "map_iou/drivable_area": value / 2, "train_samples": 5, "steps": 100})
+                             "map_iou/drivable_area": value / 2, "train_samples": 5, "steps": 100, "seconds": 10.0})
     return rows
 
 
@@ -134,3 +134,46 @@ def test_a_paired_part_merges_with_its_next_pretraining_seed_and_is_paired_again
         lowdata.own_part(part_a, str(tmp_path / "other.json"))
     with pytest.raises(SystemExit, match="pass --pair-with"):
         lowdata.own_part(part_a, None)
+
+
+def test_the_longer_pretraining_becomes_a_benchmark_with_the_scratch_runs_it_was_paired_with(tmp_path, monkeypatch):
+    """The benchmark at the chosen length reuses the 800-step run's scratch runs (scratch never pretrains): the
+    result must equal running scratch with both pretraining seeds at once; scratch of its own, missing seeds or other
+    pairing settings are refused."""
+    import sys
+
+    lowdata = _lowdata()
+    _write_800_step_benchmark(tmp_path)
+    first = dataclasses.replace(BENCHMARK, inits=("occupancy", "occfeat"), pretraining_seeds=1, pretrain_steps=3200,
+                                fractions=(0.02,), seeds_per_fraction=(3,))
+    later = dataclasses.replace(first, first_pretraining_seed=1)
+    part_a = lowdata.pair_with(_results(first, _rows(("occupancy", "occfeat"), [0]), 50.0),
+                               str(tmp_path / "baseline.json"), first)
+    merged = lowdata.merge_with(_results(later, _rows(("occupancy", "occfeat"), [1]), 40.0),
+                                lowdata.own_part(part_a, str(tmp_path / "baseline.json")), later)
+    assert merged["settings"]["pretraining_seeds"] == 2 and merged["settings"]["first_pretraining_seed"] == 0
+    paired = lowdata.pair_with(merged, str(tmp_path / "baseline.json"), later)
+    (tmp_path / "length.json").write_text(json.dumps({**paired, "split": {"pool_samples": 240, "val_samples": 60}}))
+    monkeypatch.setattr(sys, "argv", ["lowdata.py", "--redraw", str(tmp_path / "length.json"), "--scratch-from",
+                                      str(tmp_path / "baseline.json"), "--out", str(tmp_path / "headline")])
+    lowdata.main()
+    headline = json.loads((tmp_path / "headline" / "results.json").read_text())
+    pretrained = ("occupancy", "occfeat")
+    every = _rows(("scratch",), []) + _rows(pretrained, [0]) + _rows(pretrained, [1])
+    # untagged, as if scratch had run with this benchmark (through JSON, as the file holds it)
+    assert headline["paired"] == json.loads(json.dumps(paired_differences(every)))
+    assert headline["settings"]["inits"] == ["scratch", "occupancy", "occfeat"]
+    assert headline["settings"]["pretrain_steps"] == 3200 and "paired_with" not in headline
+    assert [p["runs"] for p in headline["parts"]] == [6, 6, 3] and "scratch runs" in headline["parts"][-1]["command"]
+    assert headline["seconds"] == 50.0 + 40.0 + 3 * 10.0  # the borrowed scratch runs' own time counts
+    assert "OccFeat, stand-in teacher − occupancy only | vehicle IoU" in (tmp_path / "headline" / "table.md").read_text()
+    with pytest.raises(SystemExit, match="scratch runs of its own"):
+        lowdata.scratch_from(_results(first, _rows(("scratch",), [0]), 1.0), str(tmp_path / "baseline.json"), first)
+    more_seeds = dataclasses.replace(first, seeds_per_fraction=(5,))
+    with pytest.raises(SystemExit, match=r"no scratch runs for .*\(0.02, 3\)"):
+        lowdata.scratch_from(_results(more_seeds, _rows(("occfeat",), [0]), 1.0), str(tmp_path / "baseline.json"),
+                             more_seeds)
+    other_schedule = dataclasses.replace(first, finetune_min_steps=50)
+    with pytest.raises(SystemExit, match="finetune_min_steps"):
+        lowdata.scratch_from(_results(other_schedule, _rows(("occfeat",), [0]), 1.0), str(tmp_path / "baseline.json"),
+                             other_schedule)
