@@ -15,12 +15,12 @@ the data order; pretraining seeds are crossed with it, and the intervals hold bo
 Each part must fit 90 min on 2 CPU cores: one 3,200-step pretraining (about 45 min at two threads) and its
 fine-tunings per part, merged as they finish (a part's rows must not repeat another's):
 
-    python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+    python bench/lowdata.py --out /tmp/lowdata-a --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
         --inits scratch occupancy
-    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+    python bench/lowdata.py --out /tmp/lowdata-b --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
         --inits occfeat --merge-with /tmp/lowdata-a/results.json
     python bench/lowdata.py ... --inits occupancy --first-pretraining-seed 1 --merge-with /tmp/lowdata-b/results.json
-    python bench/lowdata.py ... --inits occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-c/results.json \
+    python bench/lowdata.py ... --inits occfeat --first-pretraining-seed 1 --merge-with /tmp/lowdata-c/results.json \\
         --save-to bench/lowdata
 
 An ablation pretrains again with a changed recipe and pairs its runs, seed for seed, with a finished run's (same
@@ -28,8 +28,8 @@ world, fractions, seeds and schedule; a run is deterministic at a given thread c
 run again; a run with other threads per process, ``--workers 2``, differs from it by seed-like noise). The committed
 ablations were paired with the 800-step benchmark that came before (``bench/lowdata/800-steps``):
 
-    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-steps 800 \
-        --pretrain-eval-every 200 --pretrain-override lambda_feat=0.25 --pair-with bench/lowdata/800-steps/results.json \
+    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretrain-steps 800 \\
+        --pretrain-eval-every 200 --pretrain-override lambda_feat=0.25 --pair-with bench/lowdata/800-steps/results.json \\
         --out /tmp/lowdata-lambda --save-to bench/lowdata/ablation-lambda
 
 The length check pretrained both inits 3,200 steps and paired them with the 800-step benchmark
@@ -39,13 +39,12 @@ points of every length). Redrawn with ``--scratch-from`` the run it was paired w
 that run's scratch runs (scratch never pretrains, so its runs do not depend on the length) are the benchmark at 3,200
 steps, ``bench/lowdata/results.json``:
 
-    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
+    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
         --workers 2 --pair-with bench/lowdata/800-steps/results.json --out /tmp/length-a --save-to bench/lowdata/length
-    python bench/lowdata.py --inits occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \
-        --first-pretraining-seed 1 --merge-with bench/lowdata/length/results.json \
+    python bench/lowdata.py --inits occupancy occfeat --fractions 0.02 --seeds-per-fraction 5 --pretraining-seeds 1 \\
+        --first-pretraining-seed 1 --workers 2 --merge-with bench/lowdata/length/results.json \\
         --pair-with bench/lowdata/800-steps/results.json --out /tmp/length-b --save-to bench/lowdata/length
-    python bench/lowdata.py ... --inits occupancy ... (the same, merged with /tmp/length-b's)
-    python bench/lowdata.py --redraw bench/lowdata/length/results.json --scratch-from bench/lowdata/800-steps/results.json \
+    python bench/lowdata.py --redraw bench/lowdata/length/results.json --scratch-from bench/lowdata/800-steps/results.json \\
         --out /tmp/lowdata --save-to bench/lowdata
 """
 
