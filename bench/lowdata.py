@@ -268,6 +268,8 @@ def main() -> None:
         if "paired_with" in results:
             results = own_part(results, args.scratch_from)
         results = scratch_from(results, args.scratch_from, settings)
+        # The command that made this results.json; the commands of the runs it holds are its parts'.
+        results["command"] = "python bench/lowdata.py " + " ".join(sys.argv[1:])
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -850,8 +850,9 @@ def _write_report(out: Path, settings: ComparisonSettings, results: dict[str, An
         "",
         *[f"- [`pictures/{name}`](pictures/{name})" for name in pictures],
         "",
-        "`bench/lowdata.py` runs the same comparison with more frames, more seeds (paired per seed) and the random-teacher "
-        "control; `bench/RESULTS.md` has its table and analysis.",
+        "`bench/lowdata.py` runs the same comparison at benchmark size: more frames, the pretraining length at which "
+        "the held-out curves level off, and pretraining seeds crossed with fine-tuning seeds, paired per seed; "
+        "`bench/RESULTS.md` has its table and analysis.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))

@@ -166,6 +166,7 @@ def test_the_longer_pretraining_becomes_a_benchmark_with_the_scratch_runs_it_was
     assert headline["settings"]["pretrain_steps"] == 3200 and "paired_with" not in headline
     assert [p["runs"] for p in headline["parts"]] == [6, 6, 3] and "scratch runs" in headline["parts"][-1]["command"]
     assert headline["seconds"] == 50.0 + 40.0 + 3 * 10.0  # the borrowed scratch runs' own time counts
+    assert headline["command"].startswith("python bench/lowdata.py --redraw ")  # what made it, not its last part
     assert "OccFeat, stand-in teacher − occupancy only | vehicle IoU" in (tmp_path / "headline" / "table.md").read_text()
     with pytest.raises(SystemExit, match="scratch runs of its own"):
         lowdata.scratch_from(_results(first, _rows(("scratch",), [0]), 1.0), str(tmp_path / "baseline.json"), first)
